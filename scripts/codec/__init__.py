@@ -1,0 +1,1 @@
+"""Every on-disk format of logit-lineage, and nothing else."""

@@ -1,0 +1,1 @@
+"""Helpers every click script shares: one-line errors, logging, atomic outputs."""

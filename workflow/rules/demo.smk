@@ -1,0 +1,1 @@
+# Chain A: filled in below.
