@@ -1,1 +1,176 @@
-# Stage placeholder: filled in by its own issue.
+# Chain D: sort-grid checkpoints (SPEC 2.D; seeds 004 and 002). Paths and formats:
+# docs/SORTGRID.md.
+#
+#   {RESULTS}/sortgrid/checkpoints/<ln>/<regime>/<group>/task_XXXX/seed<S>/{Checkpoint|Final}_<stem>_iters<N>.pt
+#   {RESULTS}/sortgrid/eval/<same run dirs>/{Checkpoint|Final}_<stem>_iters<N>.json
+#   {RESULTS}/sortgrid/sort_grid_table.csv, sort_grid_summary.csv, sort_grid_generalization.png
+#
+# Any checkpoint of the seed's grid can be built by naming its path (the path says what to
+# train; optimization settings and iteration counts come from the config).
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+if str(SCRIPTS_DIR) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS_DIR))
+
+from codec.checkpoint_names import STEM_PATTERN
+from codec.sort_grid_tree import (
+    GROUP_PATTERN,
+    LAYERNORM_DIR_PATTERN,
+    REGIME_PATTERN,
+    SEED_PATTERN,
+    TASK_PATTERN,
+)
+from common.errors import LineageError
+from sortgpt.grid import expand_grid
+
+SG = config["sortgrid"]
+SG_TRAIN = SG["training"]
+SG_EVAL = SG["evaluation"]
+SG_RES = SG["resources"]
+SORTGRID = f"{RESULTS}/sortgrid"
+SORT_RUN = "{ln_dir}/{regime}/{group}/task_{task}/seed{seed}"
+SORT_CKPT_DIR = f"{SORTGRID}/checkpoints/{SORT_RUN}"
+SORT_EVAL_DIR = f"{SORTGRID}/eval/{SORT_RUN}"
+SORT_INTER_ITERS = sorted(set(SG_TRAIN["checkpoint_iters"]))
+SORT_RUN_CONSTRAINTS = dict(
+    ln_dir=LAYERNORM_DIR_PATTERN,
+    regime=REGIME_PATTERN,
+    group=GROUP_PATTERN,
+    task=TASK_PATTERN,
+    seed=SEED_PATTERN,
+)
+
+try:
+    SORT_GRID_RUNS = expand_grid(SG)
+except LineageError as exc:
+    raise WorkflowError(str(exc)) from None
+
+SORT_EVALS = [
+    f"{SORTGRID}/eval/{run.location.relpath()}/{name.format().removesuffix('.pt')}.json"
+    for run in SORT_GRID_RUNS
+    for name in run.checkpoints
+]
+
+
+rule train_sort_model:
+    """Train one run of the grid; writes its intermediate and final checkpoints."""
+    input:
+        script=script("train_sort_model.py"),
+        deps=deps("sortgpt"),
+    output:
+        final=f"{SORT_CKPT_DIR}/Final_{{stem}}_iters{SG_TRAIN['max_iters']}.pt",
+        intermediate=[
+            f"{SORT_CKPT_DIR}/Checkpoint_{{stem}}_iters{it}.pt" for it in SORT_INTER_ITERS
+        ],
+    wildcard_constraints:
+        stem=STEM_PATTERN,
+        **SORT_RUN_CONSTRAINTS,
+    params:
+        intermediate=lambda wildcards, output: " ".join(
+            f"--intermediate {path}" for path in output.intermediate
+        ),
+        batch_size=SG_TRAIN["batch_size"],
+        learning_rate=SG_TRAIN["learning_rate"],
+        min_lr=SG_TRAIN["min_lr"],
+        warmup_iters=SG_TRAIN["warmup_iters"],
+        weight_decay=SG_TRAIN["weight_decay"],
+        grad_clip=SG_TRAIN["grad_clip"],
+        log_every=SG_TRAIN["log_every"],
+        device=SG["device"],
+    log:
+        f"{SORTGRID}/logs/train/{SORT_RUN}/{{stem}}.log",
+    benchmark:
+        f"{SORTGRID}/benchmarks/train/{SORT_RUN}/{{stem}}.tsv"
+    threads: SG_RES["threads"]
+    resources:
+        mem_mb=SG_RES["train_mem_mb"],
+        runtime=SG_RES["train_runtime"],
+    conda:
+        env("sortgrid")
+    shell:
+        "python {input.script} --final {output.final} {params.intermediate}"
+        " --batch-size {params.batch_size} --learning-rate {params.learning_rate}"
+        " --min-lr {params.min_lr} --warmup-iters {params.warmup_iters}"
+        " --weight-decay {params.weight_decay} --grad-clip {params.grad_clip}"
+        " --log-every {params.log_every} --device {params.device} --threads {threads}"
+        " 2> {log}"
+
+
+rule evaluate_sort_checkpoint:
+    """Exact match and token accuracy on the test lengths, per K, for one checkpoint."""
+    input:
+        checkpoint=f"{SORT_CKPT_DIR}/{{ckpt}}.pt",
+        script=script("evaluate_sort_model.py"),
+        deps=deps("sortgpt"),
+    output:
+        metrics=f"{SORT_EVAL_DIR}/{{ckpt}}.json",
+    wildcard_constraints:
+        ckpt=f"(?:Checkpoint|Final)_{STEM_PATTERN}_iters[0-9]+",
+        **SORT_RUN_CONSTRAINTS,
+    params:
+        samples=SG_EVAL["samples_per_length"],
+        batch_size=SG_EVAL["batch_size"],
+        seed=SG_EVAL["seed"],
+        device=SG["device"],
+    log:
+        f"{SORTGRID}/logs/eval/{SORT_RUN}/{{ckpt}}.log",
+    benchmark:
+        f"{SORTGRID}/benchmarks/eval/{SORT_RUN}/{{ckpt}}.tsv"
+    threads: SG_RES["threads"]
+    resources:
+        mem_mb=SG_RES["eval_mem_mb"],
+        runtime=SG_RES["eval_runtime"],
+    conda:
+        env("sortgrid")
+    shell:
+        "python {input.script} {input.checkpoint} --output {output.metrics}"
+        " --samples-per-length {params.samples} --batch-size {params.batch_size}"
+        " --eval-seed {params.seed} --device {params.device} --threads {threads}"
+        " 2> {log}"
+
+
+rule tabulate_sort_grid:
+    """The grid table (per checkpoint and per configuration) and the generalization plot."""
+    input:
+        evaluations=SORT_EVALS,
+        script=script("tabulate_sort_grid.py"),
+        deps=deps("sortgpt"),
+    output:
+        table=report(
+            f"{SORTGRID}/sort_grid_table.csv",
+            caption="../report/sortgrid_table.rst",
+            category="Sort grid",
+        ),
+        summary=report(
+            f"{SORTGRID}/sort_grid_summary.csv",
+            caption="../report/sortgrid_summary.rst",
+            category="Sort grid",
+        ),
+        plot=report(
+            f"{SORTGRID}/sort_grid_generalization.png",
+            caption="../report/sortgrid_generalization.rst",
+            category="Sort grid",
+        ),
+    log:
+        f"{SORTGRID}/logs/tabulate_sort_grid.log",
+    localrule: True
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        env("sortgrid")
+    shell:
+        "python {input.script} {input.evaluations} --table {output.table}"
+        " --summary {output.summary} --plot {output.plot} 2> {log}"
+
+
+if SG["enabled"]:
+    ALL_TARGETS.extend(
+        [
+            rules.tabulate_sort_grid.output.table,
+            rules.tabulate_sort_grid.output.summary,
+            rules.tabulate_sort_grid.output.plot,
+        ]
+    )
