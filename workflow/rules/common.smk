@@ -1,11 +1,21 @@
 # Shared names for every stage: where results go, which code a rule depends on,
 # and the list of final targets that `rule all` collects.
 import json
+import sys
 from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
 
 RESULTS = config["results"].rstrip("/")
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 ENVS = Path(workflow.basedir) / "envs"
+# Scripts run with the interpreter that runs snakemake (the project's venv), unless
+# --use-conda (or --sdm conda) asks for the per-family envs in envs/.
+PY = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else sys.executable
+)
 # Each stage appends its final artifacts; `rule all` asks for all of them.
 ALL_TARGETS = []
 

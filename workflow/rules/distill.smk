@@ -1,1 +1,141 @@
-# Chain A
+# Chain A: lengths → length-sorted shards → compressed teacher logits per shard.
+
+DISTILL = config["distill"]
+DISTILL_DIR = f"{RESULTS}/distill"
+SHARDS = [f"{i:05d}" for i in range(DISTILL["n_shards"])]
+USE_DEMO_TEACHER = DISTILL["teacher"] == "demo"
+USE_DEMO_DATASET = DISTILL["dataset"] == "demo"
+
+
+def teacher_input(wildcards=None):
+    """The demo teacher is a DAG node; a real teacher is a Hub id or a path (no rule)."""
+    return [rules.build_demo_teacher.output[0]] if USE_DEMO_TEACHER else []
+
+
+def dataset_input(wildcards=None):
+    return [rules.make_demo_dataset.output[0]] if USE_DEMO_DATASET else []
+
+
+TEACHER = rules.build_demo_teacher.output[0] if USE_DEMO_TEACHER else DISTILL["teacher"]
+DATASET = rules.make_demo_dataset.output[0] if USE_DEMO_DATASET else DISTILL["dataset"]
+
+
+def opt(flag, value):
+    """A CLI option only when the config sets it."""
+    return "" if value is None else f"{flag} {value}"
+
+
+SOURCE_ARGS = " ".join(
+    filter(
+        None,
+        [
+            f"--teacher {TEACHER}",
+            opt("--revision", DISTILL["teacher_revision"]),
+            opt("--chat-template", DISTILL["chat_template"]),
+            f"--dataset {DATASET}",
+            f"--split {DISTILL['dataset_split']}",
+            opt("--dataset-config", DISTILL["dataset_config"]),
+            f"--messages-column {DISTILL['messages_column']}",
+            opt("--limit", DISTILL["limit"]),
+            "--exclude-think" if DISTILL["exclude_think"] else "--keep-think",
+            "--exclude-eot" if DISTILL["exclude_eot"] else "--keep-eot",
+            *[f"--eot-token '{t}'" for t in DISTILL["eot_tokens"]],
+        ],
+    )
+)
+
+
+rule compute_lengths:
+    input:
+        script=script("compute_lengths.py"),
+        deps=deps("distill"),
+        teacher=teacher_input,
+        dataset=dataset_input,
+    output:
+        lengths=f"{DISTILL_DIR}/lengths.parquet",
+        skipped=f"{DISTILL_DIR}/skipped.tsv",
+    params:
+        source=SOURCE_ARGS,
+        max_seq_len=DISTILL["max_seq_len"],
+    log:
+        f"{RESULTS}/logs/distill/compute_lengths.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/distill/compute_lengths.tsv"
+    conda:
+        env("distill")
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{PY} {input.script} {params.source} --max-seq-len {params.max_seq_len} "
+        "--output {output.lengths} --skipped {output.skipped} 2> {log}"
+
+
+rule make_shards:
+    input:
+        script=script("make_shards.py"),
+        deps=deps("distill"),
+        lengths=rules.compute_lengths.output.lengths,
+    output:
+        expand(f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet", shard=SHARDS),
+    params:
+        n=DISTILL["n_shards"],
+        outputs=lambda wildcards, output: " ".join(f"--output {o}" for o in output),
+    log:
+        f"{RESULTS}/logs/distill/make_shards.log",
+    conda:
+        env("distill")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{PY} {input.script} --lengths {input.lengths} --n-shards {params.n} {params.outputs} 2> {log}"
+
+
+rule extract_logits:
+    input:
+        script=script("extract_logits.py"),
+        deps=deps("distill"),
+        teacher=teacher_input,
+        dataset=dataset_input,
+        shard=f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
+    output:
+        parquet=f"{DISTILL_DIR}/logits/shard-{{shard}}.parquet",
+    params:
+        source=SOURCE_ARGS,
+        compress=(
+            f"--top-p {DISTILL['top_p']} --top-p-max-elements {DISTILL['top_p_max_elements']} "
+            f"--sampled-n {DISTILL['sampled_n']} --seed {config['seed']}"
+        ),
+        batching=(
+            f"--token-budget {DISTILL['token_budget']} --max-batch-size {DISTILL['max_batch_size']} "
+            + opt("--head-chunk-rows", DISTILL["head_chunk_rows"])
+        ),
+        runtime=(
+            "--dtype {d} --device {v} --verify-mask {m} {r}".format(
+                d=DISTILL["dtype"],
+                v=DISTILL["device"],
+                m=DISTILL["verify_mask_rows"],
+                r=opt("--max-runtime-minutes", DISTILL["max_runtime_minutes"]),
+            )
+        ),
+        labels=(
+            f"--teacher-label {'demo' if USE_DEMO_TEACHER else DISTILL['teacher']} "
+            f"--dataset-label {'demo' if USE_DEMO_DATASET else DISTILL['dataset']}"
+        ),
+    threads: 2
+    log:
+        f"{RESULTS}/logs/distill/extract_logits/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/distill/extract_logits/shard-{{shard}}.tsv"
+    conda:
+        env("distill")
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "{PY} {input.script} {params.source} --shard {input.shard} --output {output.parquet} "
+        "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log}"
+
+
+ALL_TARGETS.extend(rules.extract_logits.output.parquet.format(shard=s) for s in SHARDS)

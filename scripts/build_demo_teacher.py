@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Build the demo teacher: train a BPE tokenizer with a {% generation %} chat
+template on the demo conversations, train a tiny Llama on them briefly (so its
+next-token distributions are peaked), and save both with save_pretrained."""
+from __future__ import annotations
+
+import json
+
+import click
+import pyarrow.parquet as pq
+import torch
+
+from common.atomic import atomic_dir
+from common.cli import log, main_guard
+from demo.teacher import build_model, render, train, train_tokenizer
+
+
+@click.command(help=__doc__)
+@click.option("--dataset", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Conversations parquet (from make_demo_dataset.py).")
+@click.option("--output-dir", type=click.Path(file_okay=False), required=True)
+@click.option("--vocab-size", type=int, default=1024, show_default=True)
+@click.option("--hidden-size", type=int, default=96, show_default=True)
+@click.option("--num-layers", type=int, default=2, show_default=True)
+@click.option("--num-heads", type=int, default=4, show_default=True)
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--max-len", type=int, default=1024, show_default=True)
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@main_guard
+def main(dataset, output_dir, vocab_size, hidden_size, num_layers, num_heads, steps, batch_size, lr,
+         max_len, seed, threads):
+    if threads:
+        torch.set_num_threads(threads)
+    convs = pq.read_table(dataset).column("messages").to_pylist()
+    tokenizer = train_tokenizer([render(c) for c in convs], vocab_size)
+    sequences = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"][:max_len]
+                 for c in convs]
+    model = build_model(len(tokenizer), hidden_size, num_layers, num_heads, max_len, seed)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    loss = train(model, sequences, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                 pad_id=tokenizer.pad_token_id)
+    with atomic_dir(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "demo_training.json").write_text(json.dumps({"final_loss": loss, "steps": steps}, indent=2))
+    log.info("teacher: vocab %d, %d params, final loss %.3f → %s", len(tokenizer),
+             sum(p.numel() for p in model.parameters()), loss, output_dir)
+
+
+if __name__ == "__main__":
+    main()

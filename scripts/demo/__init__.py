@@ -1,0 +1,1 @@
+"""The embedded default's inputs: generated conversations and a small local teacher."""

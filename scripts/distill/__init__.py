@@ -1,0 +1,1 @@
+"""Chain A domain logic: teacher loading, chat tokenization, batching, compression."""

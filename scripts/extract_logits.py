@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Extract compressed teacher logits for one length-sorted shard.
+
+For every kept assistant token t the row stores the teacher's distribution for
+that token (computed at position t−1): the nucleus reaching --top-p (capped at
+--top-p-max-elements), --sampled-n Gumbel-top-k tail samples with their
+threshold, float64 logsumexp, uint16-quantized logits and packed ids
+(docs/FORMAT.md). Batches follow a token budget over the sorted rows; the lm
+head runs only on kept positions. SIGTERM or --max-runtime-minutes stops after
+the current batch and keeps progress in <output>.partial/; rerunning the same
+command finishes the shard with byte-identical output.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+import torch
+
+from codec.lengths import read_shard_rows
+from common.cli import log, main_guard
+from common.errors import LineageError
+from distill.data import load_conversations
+from distill.extract import ExtractionSettings, Row, StopFlag, StopRequested, extract_shard
+from distill.inputs import mask_options, tokenize_row
+from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
+
+
+@click.command(help=__doc__)
+@click.option("--teacher", required=True, help="Hub id or local directory of the teacher.")
+@click.option("--revision", default=None)
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--dataset", required=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--dataset-config", default=None)
+@click.option("--messages-column", default="messages", show_default=True)
+@click.option("--limit", type=int, default=None, help="Must match the lengths step's --limit.")
+@click.option("--shard", "shard_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Shard rows parquet from make_shards.py.")
+@click.option("--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.98, show_default=True)
+@click.option("--top-p-max-elements", type=click.IntRange(1, 255), default=100, show_default=True)
+@click.option("--sampled-n", type=click.IntRange(0, 255), default=24, show_default=True)
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--token-budget", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--head-chunk-rows", type=click.IntRange(min=1), default=None,
+              help="Positions per lm-head chunk (default: ~4M logits per chunk).")
+@click.option("--exclude-think/--keep-think", default=False, show_default=True)
+@click.option("--exclude-eot/--keep-eot", default=False, show_default=True)
+@click.option("--eot-token", "eot_tokens", multiple=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--verify-mask", "verify_rows", type=int, default=0, show_default=True,
+              help="Print what the assistant mask selects for this many rows.")
+@click.option("--max-runtime-minutes", type=float, default=None,
+              help="Stop after this long, keeping progress for the rerun (exit 75).")
+@click.option("--teacher-label", default=None, help="Teacher name recorded in metadata (default --teacher).")
+@click.option("--dataset-label", default=None, help="Dataset name recorded in metadata (default --dataset).")
+@main_guard
+def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, limit, shard_path,
+         output, top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size, head_chunk_rows,
+         exclude_think, exclude_eot, eot_tokens, dtype, device, threads, verify_rows, max_runtime_minutes,
+         teacher_label, dataset_label):
+    if threads:
+        torch.set_num_threads(threads)
+    stop = StopFlag(None if max_runtime_minutes is None else max_runtime_minutes * 60)
+    stop.install()
+    started = time.monotonic()
+    shard = read_shard_rows(shard_path).to_pandas()
+    tokenizer = load_tokenizer(teacher, revision, chat_template)
+    ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
+    opts = mask_options(exclude_think, exclude_eot, eot_tokens)
+    rows = []
+    for index, n_tokens, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
+        if index >= len(ds):
+            raise LineageError(f"row index {index} is beyond the dataset ({len(ds)} rows)", path=shard_path)
+        ids, kept = tokenize_row(tokenizer, ds, messages_column, index, opts, dataset)
+        if len(ids) != n_tokens or len(kept) != n_kept:
+            raise LineageError(
+                f"row {index}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_tokens} / {n_kept}"
+                " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
+        rows.append(Row(int(index), ids, kept))
+    for row in rows[:verify_rows]:
+        text = "".join(f"[{tokenizer.decode(int(row.ids[t]))}]" for t in row.kept)
+        log.info("mask check, row %d: %d of %d tokens kept: %s", row.index, len(row.kept), len(row.ids), text)
+
+    model = load_teacher(teacher, revision=revision, dtype=dtype, device=device)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    if rows:
+        probe = torch.from_numpy(rows[-1].ids[:64]).to(next(model.parameters()).device)
+        diff = check_head_matches_forward(model, probe)
+        log.info("lm head on kept positions matches the model's forward (max |Δlogit| %.2e)", diff)
+    from codec.indices import high_bits_for_vocab
+
+    params = {
+        "teacher": teacher_label or teacher, "teacher_revision": revision,
+        "dataset": dataset_label or dataset, "dataset_split": split, "dataset_config": dataset_config,
+        "vocab_size": vocab, "index_high_bits": high_bits_for_vocab(vocab),
+        "top_p": top_p, "top_p_max_elements": top_p_max_elements, "sampled_n": sampled_n, "seed": seed,
+        "exclude_think": exclude_think, "exclude_eot": exclude_eot,
+        "quantization": "uint16 per-row min/max", "alignment": "row for token t is computed at position t-1",
+        "sampler": "gumbel-top-k float64 with threshold; uniforms seeded per (seed, index, 64-token block)",
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+    # Chunks bound the [rows, vocab] buffers; a 64-token noise block is never split.
+    chunk_rows = head_chunk_rows or max(1, (1 << 22) // vocab)
+    settings = ExtractionSettings(top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size,
+                                  chunk_rows)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    try:
+        stats = extract_shard(model, rows, settings, params, output, pad_id, stop)
+    except StopRequested as exc:
+        click.echo(f"stopped: {exc}", err=True)
+        sys.exit(EXIT_STOPPED)
+    elapsed = time.monotonic() - started
+    log.info("%s: %d examples, %d tokens in %d batches, %.1f s (%.0f tok/s)", output, stats["examples"],
+             stats["tokens"], stats["batches"], elapsed, stats["tokens"] / max(elapsed, 1e-9))
+
+
+if __name__ == "__main__":
+    main()
