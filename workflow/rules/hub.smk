@@ -1,1 +1,186 @@
-# Stage placeholder: filled in by its own issue.
+# Chain B: publish the compressed-logit shards to a Hugging Face Hub dataset repo.
+#
+#   hub_create_repo       -> {RESULTS}/hub/receipts/repo.json
+#   hub_preupload_shard   -> {RESULTS}/hub/receipts/shards/shard-{shard}.json   (LFS content, per shard)
+#   hub_commit_shards     -> {RESULTS}/hub/receipts/commits/commit-{batch}.json (<= shards_per_commit each)
+#   hub_render_card       -> {RESULTS}/hub/card/README.md                       (offline)
+#   hub_commit_card       -> {RESULTS}/hub/receipts/card.json
+#   hub_verify_repo       -> {RESULTS}/hub/verify.json                          (final target)
+#
+# n shards make at most ceil(n / shards_per_commit) + 1 commits. Only with
+# hub.repo_id set does `rule all` ask for these files; the token comes from
+# HF_TOKEN or the cached login, never from config. Receipts exist only after the
+# Hub confirmed, so a rerun redoes exactly the unconfirmed steps, and each step
+# first asks the Hub what it holds, so a rerun sends no bytes it already has.
+import hashlib
+import math
+
+HUB = config["hub"]
+HUB_N_SHARDS = config["distill"]["n_shards"]
+# Commit batch "00000" holds shards 0..shards_per_commit-1, and so on.
+HUB_BATCH_SHARDS = {
+    f"{b:05d}": [f"{i:05d}" for i in range(b * HUB["shards_per_commit"], min(HUB_N_SHARDS, (b + 1) * HUB["shards_per_commit"]))]
+    for b in range(math.ceil(HUB_N_SHARDS / HUB["shards_per_commit"]))
+}
+HUB_BATCHES = list(HUB_BATCH_SHARDS)
+# Lineage: the settings that determine the shards' content.
+HUB_CONFIG_SHA256 = hashlib.sha256(
+    as_json({k: config[k] for k in ("seed", "demo", "distill")}).encode()
+).hexdigest()
+HUB_LOGS = f"{RESULTS}/logs/hub"
+
+
+rule hub_create_repo:
+    output:
+        receipt=f"{RESULTS}/hub/receipts/repo.json",
+    input:
+        script=script("create_hub_repo.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+    log:
+        f"{HUB_LOGS}/create_repo.log",
+    conda:
+        env("hub")
+    localrule: HUB["local_jobs"]
+    retries: 1  # network rule: a second try after a crash; HTTP retries happen inside
+    resources:
+        mem_mb=512,
+        runtime=15,
+    shell:
+        "{params.py} {input.script} --hub {params.hub:q} --receipt {output.receipt} 2> {log}"
+
+
+rule hub_preupload_shard:
+    output:
+        receipt=f"{RESULTS}/hub/receipts/shards/shard-{{shard}}.json",
+    input:
+        parquet=rules.extract_logits.output.parquet,
+        repo=rules.hub_create_repo.output.receipt,
+        script=script("preupload_shard.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+        n_shards=HUB_N_SHARDS,
+    log:
+        f"{HUB_LOGS}/preupload/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/hub/preupload/shard-{{shard}}.tsv"
+    conda:
+        env("hub")
+    localrule: HUB["local_jobs"]
+    retries: 1
+    resources:
+        mem_mb=1024,
+        runtime=120,
+    shell:
+        "{params.py} {input.script} --hub {params.hub:q} --shard {input.parquet}"
+        " --n-shards {params.n_shards} --repo-receipt {input.repo} --receipt {output.receipt} 2> {log}"
+
+
+rule hub_commit_shards:
+    output:
+        receipt=f"{RESULTS}/hub/receipts/commits/commit-{{batch}}.json",
+    input:
+        receipts=lambda wc: expand(rules.hub_preupload_shard.output.receipt, shard=HUB_BATCH_SHARDS[wc.batch]),
+        script=script("commit_shards.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+        receipt_args=lambda wc, input: " ".join(f"--receipt {r}" for r in input.receipts),
+    log:
+        f"{HUB_LOGS}/commit-{{batch}}.log",
+    conda:
+        env("hub")
+    wildcard_constraints:
+        batch=r"\d{5}",
+    localrule: HUB["local_jobs"]
+    retries: 1
+    resources:
+        mem_mb=1024,
+        runtime=60,
+    shell:
+        "{params.py} {input.script} --hub {params.hub:q} {params.receipt_args} --output {output.receipt} 2> {log}"
+
+
+rule hub_render_card:
+    output:
+        card=f"{RESULTS}/hub/card/README.md",
+    input:
+        shards=expand(rules.extract_logits.output.parquet, shard=[f"{i:05d}" for i in range(HUB_N_SHARDS)]),
+        script=script("render_dataset_card.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+        config_sha256=HUB_CONFIG_SHA256,
+    log:
+        f"{HUB_LOGS}/render_card.log",
+    conda:
+        env("hub")
+    localrule: True
+    resources:
+        mem_mb=512,
+        runtime=10,
+    shell:
+        "{params.py} {input.script} {input.shards} --hub {params.hub:q}"
+        " --config-sha256 {params.config_sha256} --output {output.card} 2> {log}"
+
+
+rule hub_commit_card:
+    output:
+        receipt=f"{RESULTS}/hub/receipts/card.json",
+    input:
+        card=rules.hub_render_card.output.card,
+        commits=expand(rules.hub_commit_shards.output.receipt, batch=HUB_BATCHES),
+        script=script("commit_shards.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+        after_args=lambda wc, input: " ".join(f"--after {r}" for r in input.commits),
+    log:
+        f"{HUB_LOGS}/commit_card.log",
+    conda:
+        env("hub")
+    localrule: HUB["local_jobs"]
+    retries: 1
+    resources:
+        mem_mb=512,
+        runtime=15,
+    shell:
+        "{params.py} {input.script} --hub {params.hub:q} --card {input.card} {params.after_args}"
+        " --output {output.receipt} 2> {log}"
+
+
+rule hub_verify_repo:
+    output:
+        report=f"{RESULTS}/hub/verify.json",
+    input:
+        card=rules.hub_commit_card.output.receipt,
+        shards=rules.hub_render_card.input.shards,
+        script=script("verify_hub_repo.py"),
+        deps=deps("hub"),
+    params:
+        py=PY,
+        hub=as_json(HUB),
+        n_shards=HUB_N_SHARDS,
+    log:
+        f"{HUB_LOGS}/verify.log",
+    conda:
+        env("hub")
+    localrule: HUB["local_jobs"]
+    retries: 1
+    resources:
+        mem_mb=512,
+        runtime=30,
+    shell:
+        "{params.py} {input.script} {input.shards} --hub {params.hub:q} --n-shards {params.n_shards}"
+        " --output {output.report} 2> {log}"
+
+
+if HUB["repo_id"]:
+    ALL_TARGETS.append(rules.hub_verify_repo.output.report)
