@@ -67,7 +67,7 @@ class LengthSampler:
             return self.max_k
         half = max(1, self.max_iters // 2)
         span = self.max_k - self.min_k
-        return min(self.max_k, self.min_k + math.floor((span + 1) * it / half))
+        return min(self.max_k, self.min_k + math.floor(span * it / half))
 
     def sample(self, it: int, generator: torch.Generator) -> int:
         hi = self.upper(it)
