@@ -1,1 +1,278 @@
-# Stage placeholder: filled in by its own issue.
+# Chain C: long-tail experts -> recomputed expert npz -> gating -> learning to reject.
+# Artifacts (all under {RESULTS}/experts/, each rebuildable alone by naming it):
+#   data/{train,tunev,val,test}.npz, data/classes.json       make_longtail_data
+#   checkpoints/{expert}.safetensors                         train_expert (GPU on SLURM)
+#   logits/{expert}/{tunev,val,test}_logits.npz              recompute_expert_logits
+#                                                            (or import_legacy_logits)
+#   gating/gating.safetensors, gating/summary.json,
+#   gating/{tunev,val,test}_mixture.npz                      train_gating
+#   eval/{predictor}.json  (an expert name or "mixture")     evaluate_rejection
+#   eval/metrics.json, eval/summary.tsv, eval/risk_coverage.png  summarize_rejection
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+EXPERTS_CFG = config["experts"]
+EXPERT_NAMES = list(EXPERTS_CFG["experts"])
+EXPERTS_DIR = f"{RESULTS}/experts"
+EXPERT_SPLITS = ("tunev", "val", "test")
+LT_DATA_SPLITS = ("train",) + EXPERT_SPLITS
+PREDICTORS = EXPERT_NAMES + ["mixture"]
+LOGITS_FROM_IMPORT = EXPERTS_CFG["logits"]["source"] == "import"
+LEGACY_PT = {"tunev": "tuneV_logits.pt", "val": "val_lt_logits.pt", "test": "test_lt_logits.pt"}
+
+
+wildcard_constraints:
+    expert="|".join(EXPERT_NAMES),
+    predictor="|".join(PREDICTORS),
+
+
+# The user's feature files are inputs, so that replacing them reruns the chain.
+FEATURES_INPUTS = (
+    [f"{EXPERTS_CFG['data']['features_dir']}/{split}.npz" for split in LT_DATA_SPLITS]
+    if EXPERTS_CFG["data"]["source"] == "features"
+    else []
+)
+if EXPERTS_CFG["data"]["source"] == "features" and not EXPERTS_CFG["data"]["features_dir"]:
+    raise WorkflowError(
+        "config key 'experts.data.features_dir' must name a folder when experts.data.source is 'features'"
+    )
+# What each predictor is evaluated on: an expert's npz or the gated mixture's.
+PREDICTOR_NPZ = {
+    name: {
+        split: (
+            f"{EXPERTS_DIR}/gating/{split}_mixture.npz"
+            if name == "mixture"
+            else f"{EXPERTS_DIR}/logits/{name}/{split}_logits.npz"
+        )
+        for split in EXPERT_SPLITS
+    }
+    for name in PREDICTORS
+}
+
+
+rule make_longtail_data:
+    input:
+        features=FEATURES_INPUTS,
+        script=script("make_longtail_data.py"),
+        deps=deps("longtail"),
+    output:
+        splits=expand(f"{EXPERTS_DIR}/data/{{split}}.npz", split=LT_DATA_SPLITS),
+        classes=f"{EXPERTS_DIR}/data/classes.json",
+    params:
+        cfg=as_json(EXPERTS_CFG["data"]),
+        seed=config["seed"],
+        labels_only="--labels-only" if LOGITS_FROM_IMPORT else "",
+        out_dir=lambda wildcards, output: str(Path(output.classes).parent),
+    log:
+        f"{EXPERTS_DIR}/logs/make_longtail_data.log",
+    conda:
+        env("experts")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python {input.script} --config '{params.cfg}' --seed {params.seed} {params.labels_only}"
+        " --out-dir {params.out_dir} 2> {log}"
+
+
+rule train_expert:
+    input:
+        data=rules.make_longtail_data.output.splits,
+        classes=rules.make_longtail_data.output.classes,
+        script=script("train_expert.py"),
+        deps=deps("longtail"),
+    output:
+        f"{EXPERTS_DIR}/checkpoints/{{expert}}.safetensors",
+    params:
+        model=as_json(EXPERTS_CFG["model"]),
+        train=as_json(EXPERTS_CFG["training"]),
+        seed=config["seed"],
+        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+    log:
+        f"{EXPERTS_DIR}/logs/train_expert/{{expert}}.log",
+    benchmark:
+        f"{EXPERTS_DIR}/benchmarks/train_expert/{{expert}}.tsv"
+    conda:
+        env("experts")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python {input.script} --expert {wildcards.expert} --data-dir {params.data_dir}"
+        " --model-config '{params.model}' --train-config '{params.train}' --seed {params.seed}"
+        " --threads {threads} --out {output} 2> {log}"
+
+
+if LOGITS_FROM_IMPORT:
+
+    if not EXPERTS_CFG["logits"]["import_dir"]:
+        raise WorkflowError(
+            "config key 'experts.logits.import_dir' must name a folder when experts.logits.source is 'import'"
+        )
+    # Per expert, the files import_legacy_logits.py will read: npz where present, else the
+    # legacy .pt (a missing one is reported under its npz name).
+    IMPORT_FOLDERS = {
+        name: Path(EXPERTS_CFG["logits"]["import_dir"]) / EXPERTS_CFG["logits"]["import_subdirs"].get(name, name)
+        for name in EXPERT_NAMES
+    }
+    IMPORT_INPUTS = {
+        name: [
+            str(
+                folder / LEGACY_PT[split]
+                if not (folder / f"{split}_logits.npz").exists() and (folder / LEGACY_PT[split]).exists()
+                else folder / f"{split}_logits.npz"
+            )
+            for split in EXPERT_SPLITS
+        ]
+        for name, folder in IMPORT_FOLDERS.items()
+    }
+
+    rule import_legacy_logits:
+        input:
+            source=lambda wildcards: IMPORT_INPUTS[wildcards.expert],
+            data=rules.make_longtail_data.output.splits,
+            classes=rules.make_longtail_data.output.classes,
+            script=script("import_legacy_logits.py"),
+            deps=deps("longtail"),
+        output:
+            expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
+        params:
+            source_dir=lambda wildcards: str(IMPORT_FOLDERS[wildcards.expert]),
+            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+        log:
+            f"{EXPERTS_DIR}/logs/import_legacy_logits/{{expert}}.log",
+        conda:
+            env("experts")
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        shell:
+            "python {input.script} --source-dir {params.source_dir} --data-dir {params.data_dir}"
+            " --out-dir {params.out_dir} 2> {log}"
+
+else:
+
+    rule recompute_expert_logits:
+        input:
+            checkpoint=rules.train_expert.output,
+            data=rules.make_longtail_data.output.splits,
+            classes=rules.make_longtail_data.output.classes,
+            script=script("recompute_expert_logits.py"),
+            deps=deps("longtail"),
+        output:
+            expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
+        params:
+            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+            device=EXPERTS_CFG["training"]["device"],
+            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+        log:
+            f"{EXPERTS_DIR}/logs/recompute_expert_logits/{{expert}}.log",
+        conda:
+            env("experts")
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=20,
+        shell:
+            "python {input.script} --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
+            " --device {params.device} --threads {threads} --out-dir {params.out_dir} 2> {log}"
+
+
+rule train_gating:
+    input:
+        logits=expand(
+            f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz", expert=EXPERT_NAMES, split=EXPERT_SPLITS
+        ),
+        data=rules.make_longtail_data.output.splits,
+        classes=rules.make_longtail_data.output.classes,
+        script=script("train_gating.py"),
+        deps=deps("longtail"),
+    output:
+        model=f"{EXPERTS_DIR}/gating/gating.safetensors",
+        summary=f"{EXPERTS_DIR}/gating/summary.json",
+        mixture=expand(f"{EXPERTS_DIR}/gating/{{split}}_mixture.npz", split=EXPERT_SPLITS),
+    params:
+        experts=",".join(EXPERT_NAMES),
+        cfg=as_json(EXPERTS_CFG["gating"]),
+        seed=config["seed"],
+        logits_dir=lambda wildcards, input: str(Path(input.logits[0]).parent.parent),
+        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+        out_dir=lambda wildcards, output: str(Path(output.model).parent),
+    log:
+        f"{EXPERTS_DIR}/logs/train_gating.log",
+    benchmark:
+        f"{EXPERTS_DIR}/benchmarks/train_gating.tsv"
+    conda:
+        env("experts")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python {input.script} --logits-dir {params.logits_dir} --experts {params.experts}"
+        " --data-dir {params.data_dir} --config '{params.cfg}' --seed {params.seed}"
+        " --threads {threads} --out-dir {params.out_dir} 2> {log}"
+
+
+rule evaluate_rejection:
+    input:
+        val=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["val"],
+        test=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["test"],
+        classes=rules.make_longtail_data.output.classes,
+        script=script("evaluate_rejection.py"),
+        deps=deps("longtail"),
+    output:
+        f"{EXPERTS_DIR}/eval/{{predictor}}.json",
+    params:
+        cfg=as_json(EXPERTS_CFG["rejection"]),
+        seed=config["seed"],
+    log:
+        f"{EXPERTS_DIR}/logs/evaluate_rejection/{{predictor}}.log",
+    benchmark:
+        f"{EXPERTS_DIR}/benchmarks/evaluate_rejection/{{predictor}}.tsv"
+    conda:
+        env("experts")
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "python {input.script} --name {wildcards.predictor} --val {input.val} --test {input.test}"
+        " --classes {input.classes} --config '{params.cfg}' --seed {params.seed} --out {output} 2> {log}"
+
+
+rule summarize_rejection:
+    input:
+        results=expand(f"{EXPERTS_DIR}/eval/{{predictor}}.json", predictor=PREDICTORS),
+        script=script("summarize_rejection.py"),
+        deps=deps("longtail"),
+    output:
+        metrics=f"{EXPERTS_DIR}/eval/metrics.json",
+        table=f"{EXPERTS_DIR}/eval/summary.tsv",
+        plot=report(
+            f"{EXPERTS_DIR}/eval/risk_coverage.png",
+            caption="../report/experts_risk_coverage.rst",
+            category="Long-tail experts",
+            labels={"figure": "risk-coverage"},
+        ),
+    log:
+        f"{EXPERTS_DIR}/logs/summarize_rejection.log",
+    conda:
+        env("experts")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python {input.script} {input.results} --out-json {output.metrics} --out-tsv {output.table}"
+        " --out-png {output.plot} 2> {log}"
+
+
+if EXPERTS_CFG["enabled"]:
+    ALL_TARGETS.extend(rules.summarize_rejection.output)
+    ALL_TARGETS.append(rules.train_gating.output.model)
+    ALL_TARGETS.extend(
+        expand(f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz", expert=EXPERT_NAMES, split=EXPERT_SPLITS)
+    )
+    ALL_TARGETS.extend(rules.train_gating.output.mixture)

@@ -1,0 +1,43 @@
+"""Make the long-tail classification data: train/tunev/val/test npz and classes.json."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from codec.longtail_data import DATA_SPLITS, write_classes, write_split
+from common.cli import main_guard
+from longtail.config import parse_json
+from longtail.data import build_dataset
+
+log = logging.getLogger("logit_lineage")
+
+
+@click.command(help="""Make the long-tailed data the experts chain trains and evaluates on.
+
+With the default config (source=generated) this draws a deterministic 100-class problem
+with n_i = floor(n_max * IF^(-i/99)) training examples per class and balanced, disjoint
+tunev/val/test splits. With source=features it validates your own features from
+features_dir (train.npz, tunev.npz, val.npz, test.npz; keys x [N, D], y [N]) and copies
+them. Writes OUT_DIR/<split>.npz and OUT_DIR/classes.json (class counts, prior, head/tail
+groups: head = more than head_threshold training examples).""")
+@click.option("--config", "config_json", required=True, help="JSON of the experts.data config section.")
+@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the generated data.")
+@click.option("--labels-only", is_flag=True, help="Features may be absent (logits are imported, not recomputed).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the npz files and classes.json.")
+@main_guard
+def main(config_json: str, seed: int, labels_only: bool, out_dir: str) -> None:
+    cfg = parse_json(config_json, "--config")
+    splits, info = build_dataset(cfg, seed, need_x=not labels_only)
+    out = Path(out_dir)
+    for split in DATA_SPLITS:
+        x, y = splits[split]
+        write_split(out / f"{split}.npz", x, y)
+        log.info("%s: %d examples", split, len(y))
+    write_classes(out / "classes.json", info)
+    log.info("%d classes: %d head, %d tail", info["n_classes"], info["n_head"], info["n_tail"])
+
+
+if __name__ == "__main__":
+    main()
