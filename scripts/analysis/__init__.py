@@ -1,0 +1,1 @@
+"""Analysis of dense logit dumps: divergences between predictions, fidelity of compressed records."""
