@@ -217,3 +217,15 @@ def test_other_revision_gets_a_branch(hub_server, hub_env, shards):
     assert set(repo.branches) == {"main", "v1"}
     assert naming.path_in_repo(0, 2) in hub_server.files(REPO_ID, revision="v1")
     assert naming.path_in_repo(0, 2) not in hub_server.files(REPO_ID, revision="main")
+
+
+def test_xet_is_what_the_client_would_use_unless_disabled(hub_server, hub_env, shards):
+    """huggingface_hub 2.4.0 with hf_xet installed uploads through Xet, never LFS: the
+    package must switch it off (the test Hub refuses Xet, as it implements LFS only)."""
+    settings = HubSettings(repo_id=REPO_ID, endpoint=hub_server.url, use_xet=True, retries=0)
+    api, target = make_api(settings), make_target(settings)
+    create_repo(api, target, private=True, retry=RetryPolicy(0))
+    with pytest.raises(LineageError, match="xet-write-token"):
+        preupload_shard(api, target, shards[0], naming.path_in_repo(0, 5), retry=RetryPolicy(0))
+    assert hub_server.counts["xet"] == 1 and hub_server.uploads == 0
+    make_api(HubSettings(repo_id=REPO_ID, endpoint=hub_server.url))  # back to LFS for later tests
