@@ -70,3 +70,16 @@ def run_script(name: str, *args: str, check: bool = False, timeout: float = 600,
 @pytest.fixture
 def tiny_configs() -> list[Path]:
     return list(TINY_CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def demo_inputs(tmp_path_factory) -> dict[str, Path]:
+    """A small demo dataset and a briefly trained demo teacher, built once per session
+    with the workflow's own scripts (no download)."""
+    root = tmp_path_factory.mktemp("demo_inputs")
+    dataset, teacher = root / "conversations.parquet", root / "teacher"
+    run_script("make_demo_dataset.py", "--n", "160", "--seed", "7", "--output", str(dataset), check=True)
+    run_script("build_demo_teacher.py", "--dataset", str(dataset), "--output-dir", str(teacher),
+               "--vocab-size", "400", "--hidden-size", "48", "--steps", "60", "--batch-size", "16",
+               "--lr", "0.005", "--max-len", "512", check=True)
+    return {"root": root, "dataset": dataset, "teacher": teacher}

@@ -116,7 +116,7 @@ def compress_rows(
     # Exact keys for the candidates (the tail part of the top list).
     cand_keys = _gumbel_keys(cand_lp, uniforms.gather(1, cand_ids)).masked_fill_(in_nucleus, float("-inf"))
     keys, ids = cand_keys, cand_ids
-    if n_cand < vocab and k > 0:
+    if n_cand < vocab:
         kappa_c = torch.topk(cand_keys, k + 1, dim=-1).values[:, k]
         # A token outside the candidates beats kappa_c only if u < p·e^(−kappa_c)
         # = exp(logit − rowmax) · exp(rowmax − lse − kappa_c); test it in float32 with margin.

@@ -50,6 +50,8 @@ class StopRequested(Exception):
 class StopFlag:
     """Turns SIGTERM/SIGINT into a flag checked between batches."""
 
+    TIMEOUT = "max runtime reached"
+
     def __init__(self, max_runtime_s: float | None = None):
         self.reason: str | None = None
         self.deadline = None if max_runtime_s is None else time.monotonic() + max_runtime_s
@@ -63,7 +65,7 @@ class StopFlag:
 
     def check(self) -> str | None:
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "max runtime reached"
+            self.reason = self.TIMEOUT
         return self.reason
 
 
@@ -193,11 +195,14 @@ def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_par
     n_tokens = int(sum(len(r.kept) for r in rows))
     bar = tqdm(total=n_tokens, unit="tok", desc=output.name, mininterval=2.0)
     bar.update(int(sum(len(rows[i].kept) for b in done for i in batches[b])))
+    ran = 0
     for b, batch in enumerate(batches):
         if b in done:
             continue
         reason = stop.check()
-        if reason:
+        # A signal stops at once; the runtime limit only after this run made progress,
+        # so a limit shorter than start-up still advances the shard each rerun.
+        if reason and (ran or reason != StopFlag.TIMEOUT):
             bar.close()
             raise StopRequested(
                 f"{reason}: {len(done)}/{len(batches)} batches kept in {partial}; rerun to finish the shard"
@@ -206,6 +211,7 @@ def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_par
         records = compress_batch(model, batch_rows, settings, pad_id, workspace, generator)
         write_logits_parquet(partial / f"batch-{b:05d}.parquet", build_table(records, vocab), meta_params)
         done.add(b)
+        ran += 1
         bar.update(int(sum(len(r.kept) for r in batch_rows)))
     bar.close()
 

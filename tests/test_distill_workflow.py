@@ -1,0 +1,95 @@
+"""Chain A through real snakemake runs: dry runs, targeted rebuilds, lint, config errors."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from codec.logits_parquet import LogitsShard
+from conftest import REPO, TINY_CONFIGS, run_snakemake
+
+pytestmark = pytest.mark.workflow
+DISTILL_TINY = REPO / "tests" / "configs" / "tiny_distill.yaml"
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    counts = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_dry_run_lists_every_shard(tmp_path):
+    proc = run_snakemake(tmp_path, "-n")
+    counts = job_counts(proc.stdout)
+    assert counts["extract_logits"] == 4  # n_shards of the embedded default
+    for i in range(4):
+        assert f"results/distill/logits/shard-{i:05d}.parquet" in proc.stdout
+
+
+def test_dry_run_scales_with_configured_shards(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", config=["distill={'n_shards': 37}"])
+    assert job_counts(proc.stdout)["extract_logits"] == 37
+
+
+def test_lint_is_clean(tmp_path):
+    proc = run_snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for rule" not in proc.stdout + proc.stderr
+
+
+def test_schema_violation_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill:\n  n_shards: 0\n")
+    proc = run_snakemake(tmp_path, "-n", configfiles=[bad], check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config key" in ln]
+    assert lines == ["invalid config key 'distill.n_shards': 0 is less than the minimum of 1 "
+                     "(schema: workflow/schemas/distill.schema.yaml)"]
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("distill:\n  top_k: 3\n")
+    proc = run_snakemake(tmp_path, "-n", configfiles=[unknown], check=False)
+    assert "invalid config key 'distill': Additional properties are not allowed ('top_k' was unexpected)" in (
+        proc.stdout + proc.stderr)
+
+
+def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
+    target = "results/distill/logits/shard-00001.parquet"
+    proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
+    counts = job_counts(proc.stdout)
+    assert counts["extract_logits"] == 1
+    logits = sorted(p.name for p in (tmp_path / "results/distill/logits").iterdir())
+    assert logits == ["shard-00001.parquet"]
+    shard = LogitsShard(tmp_path / target)
+    assert len(shard) > 0 and shard.params["teacher"] == "demo"
+    # Remove it: asking again reruns that one extraction and nothing upstream.
+    (tmp_path / target).unlink()
+    proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
+    assert job_counts(proc.stdout) == {"extract_logits": 1, "total": 1}
+    # Editing the extraction script (a rule input) makes exactly that rule out of date.
+    script = REPO / "scripts" / "extract_logits.py"
+    os.utime(script)
+    proc = run_snakemake(tmp_path, target, "-n", configfiles=[DISTILL_TINY])
+    assert job_counts(proc.stdout) == {"extract_logits": 1, "total": 1}
+
+
+def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):
+    """A bad dataset row fails compute_lengths with its one-line error; nothing finished-looking is left."""
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                    '{"messages": []}\n')
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(f"distill:\n  dataset: {data}\n  n_shards: 1\n")
+    proc = run_snakemake(tmp_path, "results/distill/shards/shard-00000.parquet", "--cores", "2",
+                         configfiles=[DISTILL_TINY, cfg], check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/logs/distill/compute_lengths.log").read_text()
+    assert log.strip().splitlines()[-1] == f"error: {data} row 1: no messages (expected a non-empty list of {{role, content}})"
+    assert not (tmp_path / "results/distill/lengths.parquet").exists()
+    data.write_text(data.read_text().splitlines()[0] + "\n")
+    run_snakemake(tmp_path, "results/distill/shards/shard-00000.parquet", "--cores", "2",
+                  configfiles=[DISTILL_TINY, cfg])
+    assert (tmp_path / "results/distill/shards/shard-00000.parquet").exists()
