@@ -145,7 +145,7 @@ _values = st.recursive(_scalars, lambda inner: st.one_of(
 
 @given(meta=st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1, max_size=5),
        body=st.text(max_size=200).filter(lambda b: "---" not in b))
-@hsettings(max_examples=50, deadline=None)
+@hsettings(max_examples=30, deadline=None)
 def test_card_round_trip(meta, body):
     parsed, parsed_body = parse_card(render_card(meta, body))
     assert parsed == meta

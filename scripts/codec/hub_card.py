@@ -20,7 +20,8 @@ _FENCE = "---"
 
 def render_card(metadata: dict, body: str) -> str:
     """The card text: YAML header (keys in the given order) and the Markdown body."""
-    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000)
+    # Non-ASCII is escaped: raw NEL or LINE SEPARATOR characters would read back as line breaks.
+    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=False, width=1000)
     return f"{_FENCE}\n{header}{_FENCE}\n\n{body.strip()}\n"
 
 
