@@ -22,7 +22,7 @@ from hub.naming import CARD_PATH
 from hub.publish import CommitItem, commit_items
 from hub.retry import RetryPolicy
 from hub.settings import HubSettings
-from hub.target import check_same_target, make_api, make_target, quiet_http_logs, target_fields
+from hub.target import check_same_target, make_api, make_target, secure_logging, target_fields
 
 MAX_SHARDS_PER_COMMIT = 100
 
@@ -39,7 +39,7 @@ MAX_SHARDS_PER_COMMIT = 100
               help="Commit receipt to write (JSON).")
 @main_guard
 def main(hub_json, receipts, card_path, after, message, output) -> None:
-    quiet_http_logs()
+    secure_logging()
     settings = HubSettings.from_json(hub_json)
     target = make_target(settings)
     if len(receipts) > min(MAX_SHARDS_PER_COMMIT, settings.shards_per_commit):

@@ -15,7 +15,7 @@ from common.cli import main_guard
 from hub.publish import create_repo
 from hub.retry import RetryPolicy
 from hub.settings import HubSettings
-from hub.target import make_api, make_target, quiet_http_logs, target_fields
+from hub.target import make_api, make_target, secure_logging, target_fields
 
 
 @click.command(help=__doc__)
@@ -24,7 +24,7 @@ from hub.target import make_api, make_target, quiet_http_logs, target_fields
               help="Repo receipt to write (JSON).")
 @main_guard
 def main(hub_json: str, receipt_path: str) -> None:
-    quiet_http_logs()
+    secure_logging()
     settings = HubSettings.from_json(hub_json)
     target = make_target(settings)
     api = make_api(settings)

@@ -18,7 +18,7 @@ from hub.naming import path_in_repo, shard_index
 from hub.publish import preupload_shard
 from hub.retry import RetryPolicy
 from hub.settings import HubSettings
-from hub.target import check_same_target, make_api, make_target, quiet_http_logs, target_fields
+from hub.target import check_same_target, make_api, make_target, secure_logging, target_fields
 
 
 @click.command(help=__doc__)
@@ -32,7 +32,7 @@ from hub.target import check_same_target, make_api, make_target, quiet_http_logs
               help="Shard receipt to write (JSON).")
 @main_guard
 def main(hub_json: str, shard_path: str, n_shards: int, repo_receipt: str | None, receipt_path: str) -> None:
-    quiet_http_logs()
+    secure_logging()
     settings = HubSettings.from_json(hub_json)
     target = make_target(settings)
     if repo_receipt:

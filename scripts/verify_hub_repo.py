@@ -23,7 +23,7 @@ from common.cli import main_guard
 from hub.naming import path_in_repo, shard_index
 from hub.retry import RetryPolicy
 from hub.settings import HubSettings
-from hub.target import make_api, make_target, quiet_http_logs
+from hub.target import make_api, make_target, secure_logging
 from hub.verify import Expected, verify_repo
 
 
@@ -38,7 +38,7 @@ from hub.verify import Expected, verify_repo
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the report here (JSON).")
 @main_guard
 def main(shards, hub_json, repo_id, revision, endpoint, n_shards, download, output) -> None:
-    quiet_http_logs()
+    secure_logging()
     data = dataclasses.asdict(HubSettings.from_json(hub_json or "{}"))
     overrides = {"repo_id": repo_id, "revision": revision, "endpoint": endpoint}
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -251,3 +251,24 @@ def test_token_is_scrubbed_from_messages(monkeypatch):
     assert "hf_supersecretvalue" not in describe(exc)
     assert redact("a hf_supersecretvalue b") == "a *** b"
     assert public_endpoint("https://user:pw@hub.example:8443/x/") == "https://hub.example:8443/x"
+
+
+def test_presigned_query_strings_are_cut_from_messages():
+    exc = RuntimeError("500 for url: https://bucket.example/obj?X-Amz-Signature=abc&X-Amz-Credential=def")
+    text = describe(exc)
+    assert "X-Amz-Signature" not in text and "https://bucket.example/obj?…" in text
+
+
+def test_log_records_are_scrubbed(monkeypatch, caplog):
+    import logging
+
+    from hub.target import secure_logging
+
+    monkeypatch.setenv("HF_TOKEN", "hf_logsecretvalue")
+    secure_logging()
+    handler = caplog.handler
+    from hub.target import _ScrubFilter
+    handler.addFilter(_ScrubFilter())
+    logging.getLogger("huggingface_hub.utils._http").warning(
+        "HTTP Error 500 thrown while requesting PUT %s", "https://s3.example/x?X-Amz-Signature=zzz hf_logsecretvalue")
+    assert "zzz" not in caplog.text and "hf_logsecretvalue" not in caplog.text and "s3.example/x?…" in caplog.text

@@ -117,6 +117,8 @@ def preupload_shard(api, target: RepoTarget, local_path: str | Path, path_in_rep
         op.upload_info.sha256 = bytes.fromhex(sha256)  # already computed; spares a second read
         api.preupload_lfs_files(target.repo_id, additions=[op], repo_type=target.repo_type,
                                 revision=target.revision, free_memory=False)
+        # huggingface_hub records the Hub's preupload answer (ignored? LFS or plain git
+        # file?) only on these attributes of the operation.
         if op._should_ignore:
             raise LineageError(f"the repo's .gitignore ignores {path_in_repo}; nothing was uploaded")
         return "lfs" if op._upload_mode == "lfs" else "regular"

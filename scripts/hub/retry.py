@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -20,6 +21,8 @@ log = logging.getLogger("logit_lineage.hub")
 T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_REASON = 400
+# Upload URLs on the Hub are presigned: their query string is a short-lived credential.
+_QUERY = re.compile(r"(https?://[^\s?]+)\?[^\s)'\"]*")
 
 
 def _chain(exc: BaseException):
@@ -65,6 +68,11 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     return None
 
 
+def scrub(text: str) -> str:
+    """`text` without credentials: token values and presigned query strings."""
+    return redact(_QUERY.sub(r"\1?…", text))
+
+
 def describe(exc: BaseException) -> str:
     """One short line: status and the Hub's message, or the exception type."""
     status = http_status(exc)
@@ -79,7 +87,7 @@ def describe(exc: BaseException) -> str:
         if len(causes) > 1:  # "upload failed" wrappers: the innermost cause says why
             root = causes[-1]
             text += f" ({type(root).__name__}: {one_line(root)})"
-    text = redact(text)
+    text = scrub(text)
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 

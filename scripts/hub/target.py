@@ -109,8 +109,32 @@ def check_same_target(receipt: dict, target: RepoTarget, *, source: str) -> None
                 "rerun the step that wrote it", path=source)
 
 
-def quiet_http_logs() -> None:
-    """Keep per-request lines (which on the Hub carry presigned upload URLs) out of logs."""
+class _ScrubFilter:
+    """Rewrites each log record with credentials and presigned query strings removed."""
+
+    def filter(self, record) -> bool:
+        from hub.retry import scrub
+
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def secure_logging() -> None:
+    """Logs carry no token and no presigned upload URL.
+
+    Per-request lines (httpx2) are dropped; huggingface_hub's own warnings (which
+    name the URL of a failed request) pass through a filter on every handler.
+    """
     import logging
 
+    from huggingface_hub.utils import logging as hf_logging
+
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    scrub_filter = _ScrubFilter()
+    for logger in (logging.getLogger(), hf_logging.get_logger()):
+        for handler in logger.handlers:
+            if not any(isinstance(f, _ScrubFilter) for f in handler.filters):
+                handler.addFilter(scrub_filter)
