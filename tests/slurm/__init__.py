@@ -1,0 +1,1 @@
+"""Support for the SLURM tests: the test cluster (cluster.sh), its profile overlay and helpers."""
