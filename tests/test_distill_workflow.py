@@ -15,7 +15,7 @@ DISTILL_TINY = REPO / "tests" / "configs" / "tiny_distill.yaml"
 
 def job_counts(stdout: str) -> dict[str, int]:
     counts = {}
-    for line in stdout.splitlines():
+    for line in stdout.splitlines():  # callers pass stdout + stderr
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if m:
             counts[m.group(1)] = int(m.group(2))
@@ -31,7 +31,9 @@ def test_dry_run_lists_every_shard(tmp_path):
 
 
 def test_dry_run_scales_with_configured_shards(tmp_path):
-    proc = run_snakemake(tmp_path, "-n", config=["distill={'n_shards': 37}"])
+    cfg = tmp_path / "shards.yaml"
+    cfg.write_text("distill:\n  n_shards: 37\n")
+    proc = run_snakemake(tmp_path, "-n", configfiles=[cfg])
     assert job_counts(proc.stdout)["extract_logits"] == 37
 
 
@@ -59,7 +61,7 @@ def test_schema_violation_is_one_line(tmp_path):
 def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     target = "results/distill/logits/shard-00001.parquet"
     proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
-    counts = job_counts(proc.stdout)
+    counts = job_counts(proc.stdout + proc.stderr)
     assert counts["extract_logits"] == 1
     logits = sorted(p.name for p in (tmp_path / "results/distill/logits").iterdir())
     assert logits == ["shard-00001.parquet"]
@@ -68,12 +70,12 @@ def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     # Remove it: asking again reruns that one extraction and nothing upstream.
     (tmp_path / target).unlink()
     proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
-    assert job_counts(proc.stdout) == {"extract_logits": 1, "total": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
     # Editing the extraction script (a rule input) makes exactly that rule out of date.
     script = REPO / "scripts" / "extract_logits.py"
     os.utime(script)
     proc = run_snakemake(tmp_path, target, "-n", configfiles=[DISTILL_TINY])
-    assert job_counts(proc.stdout) == {"extract_logits": 1, "total": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
 
 
 def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):

@@ -1,21 +1,50 @@
 # Shared names for every stage: where results go, which code a rule depends on,
 # and the list of final targets that `rule all` collects.
 import json
+import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import validate
+
+SECTIONS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity")
+
+
+def validate_section(data, schema, prefix):
+    """Validate (and fill defaults); report a violation as one line naming the key."""
+    try:
+        validate(data, schema)
+    except WorkflowError as exc:
+        err = exc.__context__  # the jsonschema ValidationError snakemake wrapped
+        if not hasattr(err, "absolute_path"):
+            raise
+        key = ".".join([prefix, *map(str, err.absolute_path)]).strip(".")
+        raise WorkflowError(
+            f"invalid config key '{key or '<top>'}': {err.message} (schema: {schema})"
+        ) from None
+
+
+# The top-level schema fills `results`, `seed` and an empty mapping per section;
+# each section then gets its own schema, which fills that section's defaults.
+# Schema paths are relative to this file.
+validate_section(config, "../schemas/config.schema.yaml", "")
+for _section in SECTIONS:
+    validate_section(config[_section], f"../schemas/{_section}.schema.yaml", _section)
 
 RESULTS = config["results"].rstrip("/")
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 ENVS = Path(workflow.basedir) / "envs"
-# Scripts run with the interpreter that runs snakemake (the project's venv), unless
-# --use-conda (or --sdm conda) asks for the per-family envs in envs/.
-PY = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
-)
+envvars:
+    "PATH",
+
+
+# Rules run `python`: the interpreter that runs snakemake (the project's venv) comes
+# first on PATH, unless --use-conda (--sdm conda) puts the per-family env's python there.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+PY = "python"
 # Each stage appends its final artifacts; `rule all` asks for all of them.
 ALL_TARGETS = []
 
@@ -44,6 +73,20 @@ def as_json(obj):
 
 def env(name):
     return str(ENVS / f"{name}.yaml")
+
+
+def opt(flag, value):
+    """A CLI option only when the config sets it."""
+    return "" if value is None else f"{flag} {value}"
+
+
+def demo_teacher_input(wildcards=None):
+    """The demo teacher is a DAG node; a real teacher is a Hub id or a path (no rule)."""
+    return [rules.build_demo_teacher.output[0]] if config["distill"]["teacher"] == "demo" else []
+
+
+def demo_dataset_input(wildcards=None):
+    return [rules.make_demo_dataset.output[0]] if config["distill"]["dataset"] == "demo" else []
 
 
 wildcard_constraints:

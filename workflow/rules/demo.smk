@@ -23,7 +23,7 @@ rule make_demo_dataset:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{PY} {input.script} --n {params.n} --seed {params.seed} "
+        "python {input.script} --n {params.n} --seed {params.seed} "
         "--think-fraction {params.think} --output {output} 2> {log}"
 
 
@@ -55,7 +55,7 @@ rule build_demo_teacher:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PY} {input.script} --dataset {input.dataset} --output-dir {output} "
+        "python {input.script} --dataset {input.dataset} --output-dir {output} "
         "--vocab-size {params.vocab} --hidden-size {params.hidden} --num-layers {params.layers} "
         "--num-heads {params.heads} --steps {params.steps} --batch-size {params.batch} --lr {params.lr} "
         "--max-len {params.max_len} --seed {params.seed} --threads {threads} 2> {log}"

@@ -7,22 +7,8 @@ USE_DEMO_TEACHER = DISTILL["teacher"] == "demo"
 USE_DEMO_DATASET = DISTILL["dataset"] == "demo"
 
 
-def teacher_input(wildcards=None):
-    """The demo teacher is a DAG node; a real teacher is a Hub id or a path (no rule)."""
-    return [rules.build_demo_teacher.output[0]] if USE_DEMO_TEACHER else []
-
-
-def dataset_input(wildcards=None):
-    return [rules.make_demo_dataset.output[0]] if USE_DEMO_DATASET else []
-
-
 TEACHER = rules.build_demo_teacher.output[0] if USE_DEMO_TEACHER else DISTILL["teacher"]
 DATASET = rules.make_demo_dataset.output[0] if USE_DEMO_DATASET else DISTILL["dataset"]
-
-
-def opt(flag, value):
-    """A CLI option only when the config sets it."""
-    return "" if value is None else f"{flag} {value}"
 
 
 SOURCE_ARGS = " ".join(
@@ -49,8 +35,8 @@ rule compute_lengths:
     input:
         script=script("compute_lengths.py"),
         deps=deps("distill"),
-        teacher=teacher_input,
-        dataset=dataset_input,
+        teacher=demo_teacher_input,
+        dataset=demo_dataset_input,
     output:
         lengths=f"{DISTILL_DIR}/lengths.parquet",
         skipped=f"{DISTILL_DIR}/skipped.tsv",
@@ -67,7 +53,7 @@ rule compute_lengths:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY} {input.script} {params.source} --max-seq-len {params.max_seq_len} "
+        "python {input.script} {params.source} --max-seq-len {params.max_seq_len} "
         "--output {output.lengths} --skipped {output.skipped} 2> {log}"
 
 
@@ -89,15 +75,15 @@ rule make_shards:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} {input.script} --lengths {input.lengths} --n-shards {params.n} {params.outputs} 2> {log}"
+        "python {input.script} --lengths {input.lengths} --n-shards {params.n} {params.outputs} 2> {log}"
 
 
 rule extract_logits:
     input:
         script=script("extract_logits.py"),
         deps=deps("distill"),
-        teacher=teacher_input,
-        dataset=dataset_input,
+        teacher=demo_teacher_input,
+        dataset=demo_dataset_input,
         shard=f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
     output:
         parquet=f"{DISTILL_DIR}/logits/shard-{{shard}}.parquet",
@@ -134,7 +120,7 @@ rule extract_logits:
         mem_mb=8000,
         runtime=240,
     shell:
-        "{PY} {input.script} {params.source} --shard {input.shard} --output {output.parquet} "
+        "python {input.script} {params.source} --shard {input.shard} --output {output.parquet} "
         "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log}"
 
 

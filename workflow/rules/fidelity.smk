@@ -17,8 +17,8 @@ rule dump_dense_logits:
     input:
         script=script("dump_dense_logits.py"),
         deps=deps("distill", "analysis"),
-        teacher=teacher_input,
-        dataset=dataset_input,
+        teacher=demo_teacher_input,
+        dataset=demo_dataset_input,
         shard=rules.extract_logits.input.shard,
     output:
         summary=f"{FIDELITY_DIR}/dense/shard-{{shard}}.json.gz",
@@ -45,7 +45,7 @@ rule dump_dense_logits:
         mem_mb=FIDELITY["dump_mem_mb"],
         runtime=FIDELITY["dump_runtime"],
     shell:
-        "{PY} {input.script} {params.source} --shard {input.shard} --output {output.summary} "
+        "python {input.script} {params.source} --shard {input.shard} --output {output.summary} "
         "{params.sample} {params.runtime} --threads {threads} 2> {log}"
 
 
@@ -72,7 +72,7 @@ rule fidelity_shard:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PY} {input.script} shard --dense {input.dense} --logits {input.logits} --name shard-{wildcards.shard} "
+        "python {input.script} shard --dense {input.dense} --logits {input.logits} --name shard-{wildcards.shard} "
         "--temperature {params.temperature} --output {output} 2> {log}"
 
 
@@ -103,7 +103,7 @@ rule fidelity_report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} {input.script} aggregate {params.inputs} --json {output.json} --plot {output.plot} 2> {log}"
+        "python {input.script} aggregate {params.inputs} --json {output.json} --plot {output.plot} 2> {log}"
 
 
 if FIDELITY["enabled"]:
