@@ -37,7 +37,6 @@ rule hub_create_repo:
         script=script("create_hub_repo.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
     log:
         f"{HUB_LOGS}/create_repo.log",
@@ -49,7 +48,7 @@ rule hub_create_repo:
         mem_mb=512,
         runtime=15,
     shell:
-        "{params.py} {input.script} --hub {params.hub:q} --receipt {output.receipt} 2> {log}"
+        "python {input.script} --hub {params.hub:q} --receipt {output.receipt} 2> {log}"
 
 
 rule hub_preupload_shard:
@@ -61,7 +60,6 @@ rule hub_preupload_shard:
         script=script("preupload_shard.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     log:
@@ -76,7 +74,7 @@ rule hub_preupload_shard:
         mem_mb=1024,
         runtime=120,
     shell:
-        "{params.py} {input.script} --hub {params.hub:q} --shard {input.parquet}"
+        "python {input.script} --hub {params.hub:q} --shard {input.parquet}"
         " --n-shards {params.n_shards} --repo-receipt {input.repo} --receipt {output.receipt} 2> {log}"
 
 
@@ -88,7 +86,6 @@ rule hub_commit_shards:
         script=script("commit_shards.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
         receipt_args=lambda wc, input: " ".join(f"--receipt {r}" for r in input.receipts),
     log:
@@ -103,7 +100,7 @@ rule hub_commit_shards:
         mem_mb=1024,
         runtime=60,
     shell:
-        "{params.py} {input.script} --hub {params.hub:q} {params.receipt_args} --output {output.receipt} 2> {log}"
+        "python {input.script} --hub {params.hub:q} {params.receipt_args} --output {output.receipt} 2> {log}"
 
 
 rule hub_render_card:
@@ -114,7 +111,6 @@ rule hub_render_card:
         script=script("render_dataset_card.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
         config_sha256=HUB_CONFIG_SHA256,
     log:
@@ -126,7 +122,7 @@ rule hub_render_card:
         mem_mb=512,
         runtime=10,
     shell:
-        "{params.py} {input.script} {input.shards} --hub {params.hub:q}"
+        "python {input.script} {input.shards} --hub {params.hub:q}"
         " --config-sha256 {params.config_sha256} --output {output.card} 2> {log}"
 
 
@@ -139,7 +135,6 @@ rule hub_commit_card:
         script=script("commit_shards.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
         after_args=lambda wc, input: " ".join(f"--after {r}" for r in input.commits),
     log:
@@ -152,7 +147,7 @@ rule hub_commit_card:
         mem_mb=512,
         runtime=15,
     shell:
-        "{params.py} {input.script} --hub {params.hub:q} --card {input.card} {params.after_args}"
+        "python {input.script} --hub {params.hub:q} --card {input.card} {params.after_args}"
         " --output {output.receipt} 2> {log}"
 
 
@@ -165,7 +160,6 @@ rule hub_verify_repo:
         script=script("verify_hub_repo.py"),
         deps=deps("hub"),
     params:
-        py=PY,
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     log:
@@ -178,7 +172,7 @@ rule hub_verify_repo:
         mem_mb=512,
         runtime=30,
     shell:
-        "{params.py} {input.script} {input.shards} --hub {params.hub:q} --n-shards {params.n_shards}"
+        "python {input.script} {input.shards} --hub {params.hub:q} --n-shards {params.n_shards}"
         " --output {output.report} 2> {log}"
 
 
