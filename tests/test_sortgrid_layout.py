@@ -45,7 +45,7 @@ def test_the_sort_model_is_fused_and_every_split_style_is_small():
         assert detect_layout(to_split(sd, style)) == SMALL
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(n_layers=st.integers(1, 2), use_mlp=st.booleans(), use_layernorm=st.booleans(),
        style=st.sampled_from(["qkv_w", "c_attn", "qkv"]), compiled=st.booleans())
 def test_split_then_fused_round_trip_gives_identical_outputs(n_layers, use_mlp, use_layernorm, style, compiled):

@@ -66,9 +66,19 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 
 def config_label(row: dict) -> str:
-    regime = "fixed" if row["regime"] == "fixed" else row["length_mode"]
+    regime = "fixed" if row["regime"] == "fixed" else f"dynamic {row['length_mode']}"
     return (f"L{row['n_layers']} {'MLP' if row['use_mlp'] else 'attn-only'} "
             f"{'LN' if row['layernorm'] else 'no-LN'} {regime}")
+
+
+def _latest(rows: list[dict]) -> list[dict]:
+    """Per configuration, the rows of its last checkpoint (Final if any): what the plot shows."""
+    best: dict[tuple, tuple] = {}
+    for r in rows:
+        key = tuple(r[k] for k in CONFIG_KEYS)
+        rank = (r["prefix"] == "Final", r["iters"])
+        best[key] = max(best.get(key, rank), rank)
+    return [r for r in rows if (r["prefix"] == "Final", r["iters"]) == best[tuple(r[k] for k in CONFIG_KEYS)]]
 
 
 def plot_grid(rows: list[dict], summary: list[dict], ks: list[int], path: str | Path) -> None:
@@ -80,23 +90,29 @@ def plot_grid(rows: list[dict], summary: list[dict], ks: list[int], path: str | 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    finals = [s for s in summary if s["prefix"] == "Final"] or summary
+    finals = _latest(summary)
     lines: dict[str, list[dict]] = defaultdict(list)
     for s in finals:
         lines[config_label(s)].append(s)
     fig, (ax_line, ax_heat) = plt.subplots(1, 2, figsize=(13, 0.35 * max(8, len(finals)) + 2))
     for label, pts in sorted(lines.items()):
         pts.sort(key=lambda s: s["train_max_k"])
-        ax_line.errorbar([p["train_max_k"] for p in pts], [p["exact_match_mean"] for p in pts],
-                         yerr=[p["exact_match_std"] for p in pts], marker="o", capsize=3, label=label)
+        xs = [p["train_max_k"] for p in pts]
+        bars = ax_line.errorbar(xs, [p["exact_match_mean"] for p in pts],
+                                yerr=[p["exact_match_std"] for p in pts], marker="o", capsize=3, label=label)
+        # Token accuracy, dashed in the same colour: short runs learn tokens long before whole sequences.
+        ax_line.plot(xs, [p["token_accuracy_mean"] for p in pts], linestyle="--", marker="x",
+                     color=bars.lines[0].get_color(), alpha=0.6)
+    ax_line.plot([], [], "k--x", alpha=0.6, label="(dashed: token accuracy)")
+    ax_line.set_xticks(sorted({s["train_max_k"] for s in finals}))
     ax_line.set_xlabel("training max K")
-    ax_line.set_ylabel(f"exact match, mean over K={ks[0]}..{ks[-1]}")
+    ax_line.set_ylabel(f"exact match (solid), token accuracy (dashed), mean over K={ks[0]}..{ks[-1]}", fontsize=8)
     ax_line.set_ylim(-0.02, 1.02)
     ax_line.grid(alpha=0.3)
     ax_line.legend(fontsize=7, loc="best")
     ax_line.set_title("Length generalization (Final checkpoints)")
 
-    final_rows = [r for r in rows if r["prefix"] == "Final"] or rows
+    final_rows = _latest(rows)
     cells: dict[str, list[list[float]]] = defaultdict(list)
     for r in final_rows:
         cells[f"{config_label(r)} K≤{r['train_max_k']}"].append([r[f"exact_k{k}"] for k in ks])
