@@ -30,9 +30,6 @@ model config, so recompute_expert_logits.py can rebuild the network; nothing is 
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint path (.safetensors).")
 @main_guard
 def main(expert, data_dir, model_config, train_config, seed, threads, out):
-    import torch
-
-    torch.set_num_threads(max(1, threads))
     check_expert_names([expert], "experts.experts")
     data = Path(data_dir)
     info = read_classes(data / "classes.json")
@@ -42,6 +39,9 @@ def main(expert, data_dir, model_config, train_config, seed, threads, out):
     model_spec = build(ExpertSpec, parse_json(model_config, "--model-config"), "experts.model",
                        in_dim=int(x.shape[1]), n_classes=int(info["n_classes"]))
     train_spec = build(TrainSpec, train_cfg, "experts.training")
+    import torch  # after the input checks: bad input fails fast, without the torch import
+
+    torch.set_num_threads(max(1, threads))
     own_seed = expert_seed(seed, expert)
     log.info("training %s on %d examples (%s, seed %d)", expert, len(y), device, own_seed)
     model, history = train_expert(x, y, info["class_counts"], expert, model_spec, train_spec, own_seed, device)

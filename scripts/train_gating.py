@@ -38,9 +38,6 @@ tunev with the class-balanced loss -c_y log eta_y. Writes OUT_DIR/gating.safeten
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the gating outputs.")
 @main_guard
 def main(logits_dir, experts_csv, data_dir, config_json, seed, threads, out_dir):
-    import torch
-
-    torch.set_num_threads(max(1, threads))
     experts = check_expert_names([e.strip() for e in experts_csv.split(",") if e.strip()], "experts.experts")
     info = read_classes(Path(data_dir) / "classes.json")
     groups = np.asarray(info["groups"])
@@ -48,6 +45,9 @@ def main(logits_dir, experts_csv, data_dir, config_json, seed, threads, out_dir)
     cfg = parse_json(config_json, "--config")
     model_cfg = {k: cfg.pop(k) for k in MODEL_KEYS if k in cfg}
     train_spec = build(GatingTrain, cfg, "experts.gating")
+    import torch  # after the input checks: bad input fails fast, without the torch import
+
+    torch.set_num_threads(max(1, threads))
     logits, y = stacks["tunev"]
     model, spec, history = train_gating(logits, y, groups, train_spec, seed, **model_cfg)
     out = Path(out_dir)

@@ -244,6 +244,15 @@ def test_empty_group_counts_as_all_wrong():
     assert errs.tolist() == [[0.0, 1.0]]
 
 
+def test_smoothed_errors_distrust_tiny_groups():
+    correct = np.array([[True] * 10 + [True]])
+    accepted = np.ones_like(correct)
+    groups = np.array([0] * 10 + [1])
+    # plain: both groups perfect; Laplace: 1/12 for ten right, 1/3 for a single right answer
+    assert group_errors(correct, accepted, groups, 2).tolist() == [[0.0, 0.0]]
+    np.testing.assert_allclose(group_errors(correct, accepted, groups, 2, smoothed=True), [[1 / 12, 1 / 3]])
+
+
 # --- AURC -----------------------------------------------------------------------------
 
 def test_aurc_of_known_curves():

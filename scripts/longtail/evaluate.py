@@ -19,9 +19,9 @@ METHODS = ("chow", "plugin_balanced", "plugin_worst")
 @dataclass(frozen=True)
 class RejectionSpec:
     rates: tuple = tuple(round(0.05 * i, 2) for i in range(17))  # 0 ... 0.8
-    mu_min: float = -3.0
-    mu_max: float = 3.0
-    mu_steps: int = 61
+    mu_min: float = -4.0
+    mu_max: float = 4.0
+    mu_steps: int = 81
     fixed_point_iters: int = 10
     eg_iters: int = 10
     eg_step: float = 1.0

@@ -15,7 +15,7 @@ Chow's rule is the special case alpha = 1, mu = 0: predict argmax eta, reject on
 The cost c is not fixed: for each target rejection rate rho it is set so that exactly the
 rho fraction of samples with the lowest margin is rejected (the standard way to trace a
 risk-coverage curve). Everything depends on eta only through per-group maxima and sums, so
-rules are evaluated for many (rho, mu) at once on [P, N, K] arrays.
+rules are evaluated for many (rho, mu) at once on [P, N] arrays.
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def _fixed_point(view: GroupView, rates: np.ndarray, mus: np.ndarray, beta: np.n
             break
     u = k * b / np.maximum(alpha, ALPHA_FLOOR)
     correct, accepted = apply_rule(view, u, mu, rho)
-    errs = group_errors(correct, accepted, view.sample_groups, k)
+    errs = group_errors(correct, accepted, view.sample_groups, k, smoothed=True)
     return alpha.reshape(r, g, k), errs.reshape(r, g, k)
 
 
@@ -212,7 +212,7 @@ def fit_worst_group(view_s1: GroupView, view_s2: GroupView, rates, mu_grid, iter
     for _ in range(eg_iters):
         fit = fit_plugin(view_s1, rates, mu_grid, iters, beta)
         correct, accepted = apply_rule(view_s2, fit.weights(), fit.mu, rates)
-        errs = group_errors(correct, accepted, view_s2.sample_groups, k)  # [R, K]
+        errs = group_errors(correct, accepted, view_s2.sample_groups, k, smoothed=True)  # [R, K]
         worst = errs.max(axis=1)
         if best_fit is None:
             best_fit = fit

@@ -4,17 +4,23 @@ from __future__ import annotations
 import numpy as np
 
 
-def group_errors(correct: np.ndarray, accepted: np.ndarray, sample_groups: np.ndarray, n_groups: int) -> np.ndarray:
+def group_errors(correct: np.ndarray, accepted: np.ndarray, sample_groups: np.ndarray, n_groups: int,
+                 smoothed: bool = False) -> np.ndarray:
     """err_k = P(y != h(x) | r(x) = 0, y in G_k) for a batch of rules.
 
     `correct`, `accepted`: [..., N] bool; `sample_groups`: [N] group of each true label.
     A group with no accepted sample counts as error 1: rejecting a whole group must not look
-    like a perfect score on it.
+    like a perfect score on it. `smoothed` gives Laplace's (wrong + 1) / (accepted + 2)
+    instead, for *choosing* among rules: a group error measured on a handful of accepted
+    samples is mostly noise (0 of 1 wrong is not a perfect rule), and plain counts reward
+    rules that keep only a few samples of a group.
     """
     onehot = np.eye(n_groups, dtype=np.float32)[sample_groups]  # [N, K]
     # float32 sums of 0/1 are exact up to 2^24 samples.
     n_acc = accepted.astype(np.float32) @ onehot  # [..., K]
     n_wrong = (accepted & ~correct).astype(np.float32) @ onehot
+    if smoothed:
+        return np.where(n_acc > 0, (n_wrong + 1.0) / (n_acc + 2.0), 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.where(n_acc > 0, n_wrong / np.maximum(n_acc, 1), 1.0)
     return err

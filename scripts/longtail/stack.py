@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.expert_logits import read_split, stack_experts
+from codec.expert_logits import locate, read_split, stack_experts
 from codec.longtail_data import read_split as read_data_split
 from common.errors import LineageError
 
@@ -19,11 +19,19 @@ def load_stack(logits_dir, experts, split: str, data_dir=None, n_classes: int | 
     targets = None
     if data_dir is not None:
         _, targets = read_data_split(Path(data_dir) / f"{split}.npz", n_classes=n_classes, need_x=False)
-    records = {e: read_split(Path(logits_dir) / e, split, targets=targets) for e in experts}
+    records = {}
+    for expert in experts:
+        folder = Path(logits_dir) / expert
+        # npz files carry their own targets: compare experts with each other first (a clearer
+        # error for a wrong N or C), then with the data. Legacy .pt files need the labels.
+        legacy = locate(folder, split).suffix == ".pt"
+        records[expert] = read_split(folder, split, targets=targets if legacy else None)
     logits, y = stack_experts(records)
+    first = records[experts[0]]
     if n_classes is not None and logits.shape[2] != n_classes:
-        first = records[experts[0]]
         raise LineageError(f"key 'logits' has {logits.shape[2]} classes but classes.json key 'n_classes' is {n_classes}", path=first.path)
+    if targets is not None and (y.shape != targets.shape or not np.array_equal(y, targets)):
+        raise LineageError(f"key 'targets' disagrees with the labels of {Path(data_dir) / f'{split}.npz'}", path=first.path)
     return logits, y
 
 

@@ -166,7 +166,9 @@ else:
             expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
         params:
             data_dir=lambda wildcards, input: str(Path(input.classes).parent),
-            device=EXPERTS_CFG["training"]["device"],
+            # Not the training device: this rule is not routed to a GPU partition, so it
+            # takes a GPU only where one is present.
+            device="auto",
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         log:
             f"{EXPERTS_DIR}/logs/recompute_expert_logits/{{expert}}.log",
