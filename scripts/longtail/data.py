@@ -67,7 +67,7 @@ class GeneratorSpec:
     feature_dim: int = 32
     modes_per_class: int = 4
     mode_spread: float = 1.0
-    noise: float = 0.5
+    noise: float = 1.0
     per_class: tuple = (("tunev", 20), ("val", 30), ("test", 50))
 
 

@@ -16,15 +16,15 @@ log = logging.getLogger("logit_lineage")
 class ExpertSpec:
     in_dim: int
     n_classes: int
-    hidden: int = 256
+    hidden: int = 128
     depth: int = 2
     dropout: float = 0.1
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = 20
+    batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 5e-4
     tau: float = 1.0
