@@ -48,7 +48,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 @click.option("--token-budget", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--head-chunk-rows", type=click.IntRange(min=1), default=None,
-              help="Positions per lm-head chunk (default: ~4M logits per chunk).")
+              help="Positions per lm-head chunk (default: ~4M logits per chunk on CPU, ~64M on GPU).")
 @click.option("--exclude-think/--keep-think", default=False, show_default=True)
 @click.option("--exclude-eot/--keep-eot", default=False, show_default=True)
 @click.option("--eot-token", "eot_tokens", multiple=True)
@@ -107,8 +107,11 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         "sampler": "gumbel-top-k float64 with threshold; uniforms seeded per (seed, index, 64-token block)",
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-    # Chunks bound the [rows, vocab] buffers; a 64-token noise block is never split.
-    chunk_rows = head_chunk_rows or max(1, (1 << 22) // vocab)
+    # Chunks bound the [rows, vocab] buffers (a 64-token noise block is never split):
+    # ~4M logits on CPU, where larger chunks gain nothing; ~64M on a GPU, where
+    # fewer, larger kernels are what makes the compression cheap next to the forward.
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    chunk_rows = head_chunk_rows or max(1, (1 << (26 if on_gpu else 22)) // vocab)
     settings = ExtractionSettings(top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size,
                                   chunk_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -34,12 +34,13 @@ def run_snakemake(
     check: bool = True,
     env: dict[str, str] | None = None,
     timeout: float = 1200,
+    snakefile: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `snakemake` on the repo's Snakefile with `workdir` as working directory.
 
     Targets go in `args` (before --configfile/--config, which swallow what follows).
     """
-    cmd = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd = [str(VENV_BIN / "snakemake"), "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir)]
     cmd += list(args)
     if configfiles:
         cmd += ["--configfile", *map(str, configfiles)]
@@ -56,15 +57,26 @@ def run_snakemake(
     return proc
 
 
-def run_script(name: str, *args: str, check: bool = False, timeout: float = 600, cwd=None):
+def run_script(name: str, *args: str, check: bool = False, timeout: float = 600, cwd=None,
+               env: dict[str, str] | None = None):
     """Run one click script as a user would: `python scripts/<name> ...`."""
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True, text=True, env=subprocess_env(), timeout=timeout, cwd=cwd,
+        capture_output=True, text=True, env=env or subprocess_env(), timeout=timeout, cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-8000:]}")
     return proc
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow's code (to edit in a test); returns its Snakefile."""
+    import shutil
+
+    for name in ("workflow", "scripts", "config", "envs"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    return dest / "Snakefile"
 
 
 @pytest.fixture

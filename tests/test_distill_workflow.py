@@ -1,13 +1,12 @@
 """Chain A through real snakemake runs: dry runs, targeted rebuilds, lint, config errors."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from codec.logits_parquet import LogitsShard
-from conftest import REPO, TINY_CONFIGS, run_snakemake
+from conftest import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
 DISTILL_TINY = REPO / "tests" / "configs" / "tiny_distill.yaml"
@@ -60,22 +59,32 @@ def test_schema_violation_is_one_line(tmp_path):
 
 def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     target = "results/distill/logits/shard-00001.parquet"
-    proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
+    # A copy of the code, so the test can edit a script and see what reruns.
+    snakefile = copy_workflow(tmp_path / "code")
+    work = tmp_path / "work"
+    proc = run_snakemake(work, target, "--cores", "2", configfiles=[DISTILL_TINY], snakefile=snakefile)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["extract_logits"] == 1
-    logits = sorted(p.name for p in (tmp_path / "results/distill/logits").iterdir())
+    logits = sorted(p.name for p in (work / "results/distill/logits").iterdir())
     assert logits == ["shard-00001.parquet"]
-    shard = LogitsShard(tmp_path / target)
+    shard = LogitsShard(work / target)
     assert len(shard) > 0 and shard.params["teacher"] == "demo"
     # Remove it: asking again reruns that one extraction and nothing upstream.
-    (tmp_path / target).unlink()
-    proc = run_snakemake(tmp_path, target, "--cores", "2", configfiles=[DISTILL_TINY])
+    (work / target).unlink()
+    proc = run_snakemake(work, target, "--cores", "2", configfiles=[DISTILL_TINY], snakefile=snakefile)
     assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
-    # Editing the extraction script (a rule input) makes exactly that rule out of date.
-    script = REPO / "scripts" / "extract_logits.py"
-    os.utime(script)
-    proc = run_snakemake(tmp_path, target, "-n", configfiles=[DISTILL_TINY])
+    # Editing the extraction script (a rule input) makes exactly that rule out of date;
+    # editing the codec makes every rule that imports it out of date.
+    with open(snakefile.parent / "scripts" / "extract_logits.py", "a") as fh:
+        fh.write("# edited\n")
+    proc = run_snakemake(work, target, "-n", configfiles=[DISTILL_TINY], snakefile=snakefile)
     assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
+    with open(snakefile.parent / "scripts" / "codec" / "lengths.py", "a") as fh:
+        fh.write("# edited\n")
+    proc = run_snakemake(work, target, "-n", configfiles=[DISTILL_TINY], snakefile=snakefile)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["compute_lengths"] == counts["make_shards"] == counts["extract_logits"] == 1
+    assert "make_demo_dataset" not in counts  # it does not read that format
 
 
 def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from codec.logits_parquet import ExampleRecord, build_table, write_logits_parquet
 from common.errors import LineageError
 from distill.batching import plan_batches
-from distill.compress import NOISE_BLOCK, Workspace, compress_rows, fill_uniforms
+from distill.compress import NOISE_BLOCK, Compressed, Workspace, compress_rows, fill_uniforms
 from distill.teacher import decoder_hidden, head_logits
 
 log = logging.getLogger("logit_lineage")
@@ -107,7 +107,9 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
         attention[j, : len(r.ids)] = 1
     hidden = decoder_hidden(model, input_ids.to(dev), attention.to(dev))
 
-    parts: list[list[dict]] = [[] for _ in rows]
+    # Results stay on the device until the batch is done: one transfer per field,
+    # not one synchronisation per chunk.
+    done_chunks: list[tuple[list, object]] = []
     for chunk in _chunks(_units(rows), settings.head_chunk_rows):
         js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])
         ts = np.concatenate([pos for _, _, pos in chunk])
@@ -120,14 +122,19 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
         for j, block, pos in chunk:
             fill_uniforms(uniforms[start : start + len(pos)], settings.seed, rows[j].index, block, generator)
             start += len(pos)
-        c = compress_rows(logits, uniforms, top_p=settings.top_p, cap=settings.cap,
-                          k=settings.sampled_n, workspace=workspace)
-        out = {name: getattr(c, name).cpu().numpy() for name in c.__dataclass_fields__}
+        done_chunks.append((chunk, compress_rows(logits, uniforms, top_p=settings.top_p, cap=settings.cap,
+                                                 k=settings.sampled_n, workspace=workspace)))
+
+    parts: list[list[dict]] = [[] for _ in rows]
+    if done_chunks:
+        fields = Compressed.__dataclass_fields__
+        out = {name: torch.cat([getattr(c, name) for _, c in done_chunks]).cpu().numpy() for name in fields}
         start = 0
-        for j, _, pos in chunk:
-            sl = slice(start, start + len(pos))
-            parts[j].append({name: val[sl] for name, val in out.items()} | {"positions": pos})
-            start += len(pos)
+        for chunk, _ in done_chunks:
+            for j, _, pos in chunk:
+                sl = slice(start, start + len(pos))
+                parts[j].append({name: val[sl] for name, val in out.items()} | {"positions": pos})
+                start += len(pos)
 
     records = []
     for row, chunks in zip(rows, parts):

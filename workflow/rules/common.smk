@@ -1,5 +1,6 @@
 # Shared names for every stage: where results go, which code a rule depends on,
 # and the list of final targets that `rule all` collects.
+import ast
 import json
 import os
 import sys
@@ -21,8 +22,9 @@ def validate_section(data, schema, prefix):
         if not hasattr(err, "absolute_path"):
             raise
         key = ".".join([prefix, *map(str, err.absolute_path)]).strip(".")
+        shown = schema.replace("../schemas/", "workflow/schemas/")
         raise WorkflowError(
-            f"invalid config key '{key or '<top>'}': {err.message} (schema: {schema})"
+            f"invalid config key '{key or '<top>'}': {err.message} (schema: {shown})"
         ) from None
 
 
@@ -54,16 +56,39 @@ def script(name):
     return str(SCRIPTS_DIR / name)
 
 
-def deps(*packages):
-    """The shared packages a script imports (codec and common always), as inputs.
+def _local_module(name):
+    """The file under scripts/ that module `name` resolves to, if it is one of ours."""
+    base = SCRIPTS_DIR.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
-    Listing them as input makes an edit of the codec or of a domain package
-    rerun exactly the rules that depend on it.
+
+def imports(name):
+    """Every module under scripts/ that script `name` imports, directly or not, as inputs.
+
+    Listing them makes an edit of the codec or a domain module rerun exactly the
+    rules whose scripts import it (snakemake reruns on changed input content).
     """
-    files = []
-    for package in ("codec", "common") + packages:
-        files.extend(sorted((SCRIPTS_DIR / package).glob("*.py")))
-    return [str(f) for f in files]
+    found, todo = set(), [SCRIPTS_DIR / name]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                for i in range(1, len(parts) + 1):  # packages' __init__ files count too
+                    path = _local_module(".".join(parts[:i]))
+                    if path is not None and path not in found:
+                        found.add(path)
+                        todo.append(path)
+    return sorted(str(p) for p in found)
 
 
 def as_json(obj):

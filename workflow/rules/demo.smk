@@ -8,7 +8,7 @@ DEMO_DIR = f"{RESULTS}/demo"
 rule make_demo_dataset:
     input:
         script=script("make_demo_dataset.py"),
-        deps=deps("demo"),
+        deps=imports("make_demo_dataset.py"),
     output:
         f"{DEMO_DIR}/conversations.parquet",
     params:
@@ -30,7 +30,7 @@ rule make_demo_dataset:
 rule build_demo_teacher:
     input:
         script=script("build_demo_teacher.py"),
-        deps=deps("demo"),
+        deps=imports("build_demo_teacher.py"),
         dataset=rules.make_demo_dataset.output[0],
     output:
         directory(f"{DEMO_DIR}/teacher"),

@@ -34,7 +34,7 @@ SOURCE_ARGS = " ".join(
 rule compute_lengths:
     input:
         script=script("compute_lengths.py"),
-        deps=deps("distill"),
+        deps=imports("compute_lengths.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
     output:
@@ -60,7 +60,7 @@ rule compute_lengths:
 rule make_shards:
     input:
         script=script("make_shards.py"),
-        deps=deps("distill"),
+        deps=imports("make_shards.py"),
         lengths=rules.compute_lengths.output.lengths,
     output:
         expand(f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet", shard=SHARDS),
@@ -81,7 +81,7 @@ rule make_shards:
 rule extract_logits:
     input:
         script=script("extract_logits.py"),
-        deps=deps("distill"),
+        deps=imports("extract_logits.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
         shard=f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",

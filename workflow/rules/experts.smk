@@ -55,7 +55,7 @@ rule make_longtail_data:
     input:
         features=FEATURES_INPUTS,
         script=script("make_longtail_data.py"),
-        deps=deps("longtail"),
+        deps=imports("make_longtail_data.py"),
     output:
         splits=expand(f"{EXPERTS_DIR}/data/{{split}}.npz", split=LT_DATA_SPLITS),
         classes=f"{EXPERTS_DIR}/data/classes.json",
@@ -81,7 +81,7 @@ rule train_expert:
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
         script=script("train_expert.py"),
-        deps=deps("longtail"),
+        deps=imports("train_expert.py"),
     output:
         f"{EXPERTS_DIR}/checkpoints/{{expert}}.safetensors",
     params:
@@ -135,7 +135,7 @@ if LOGITS_FROM_IMPORT:
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
             script=script("import_legacy_logits.py"),
-            deps=deps("longtail"),
+            deps=imports("import_legacy_logits.py"),
         output:
             expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
         params:
@@ -161,7 +161,7 @@ else:
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
             script=script("recompute_expert_logits.py"),
-            deps=deps("longtail"),
+            deps=imports("recompute_expert_logits.py"),
         output:
             expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
         params:
@@ -191,7 +191,7 @@ rule train_gating:
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
         script=script("train_gating.py"),
-        deps=deps("longtail"),
+        deps=imports("train_gating.py"),
     output:
         model=f"{EXPERTS_DIR}/gating/gating.safetensors",
         summary=f"{EXPERTS_DIR}/gating/summary.json",
@@ -225,7 +225,7 @@ rule evaluate_rejection:
         test=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["test"],
         classes=rules.make_longtail_data.output.classes,
         script=script("evaluate_rejection.py"),
-        deps=deps("longtail"),
+        deps=imports("evaluate_rejection.py"),
     output:
         f"{EXPERTS_DIR}/eval/{{predictor}}.json",
     params:
@@ -249,7 +249,7 @@ rule summarize_rejection:
     input:
         results=expand(f"{EXPERTS_DIR}/eval/{{predictor}}.json", predictor=PREDICTORS),
         script=script("summarize_rejection.py"),
-        deps=deps("longtail"),
+        deps=imports("summarize_rejection.py"),
     output:
         metrics=f"{EXPERTS_DIR}/eval/metrics.json",
         table=f"{EXPERTS_DIR}/eval/summary.tsv",

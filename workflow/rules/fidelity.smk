@@ -16,7 +16,7 @@ rule dump_dense_logits:
     """Teacher's dense logits for a seeded sample of one shard's kept tokens (GPU rule)."""
     input:
         script=script("dump_dense_logits.py"),
-        deps=deps("distill", "analysis"),
+        deps=imports("dump_dense_logits.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
         shard=rules.extract_logits.input.shard,
@@ -53,7 +53,7 @@ rule fidelity_shard:
     """Compressed records of one shard measured against its dense dump."""
     input:
         script=script("fidelity_report.py"),
-        deps=deps("analysis", "distill"),
+        deps=imports("fidelity_report.py"),
         dense=rules.dump_dense_logits.output.summary,
         tensors=rules.dump_dense_logits.output.tensors,
         metadata=rules.dump_dense_logits.output.metadata,
@@ -80,7 +80,7 @@ rule fidelity_report:
     """All shards: the headline table (JSON) and the plot."""
     input:
         script=script("fidelity_report.py"),
-        deps=deps("analysis", "distill"),
+        deps=imports("fidelity_report.py"),
         shards=expand(rules.fidelity_shard.output[0], shard=SHARDS),
     output:
         json=report(

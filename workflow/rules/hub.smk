@@ -35,7 +35,7 @@ rule hub_create_repo:
         receipt=f"{RESULTS}/hub/receipts/repo.json",
     input:
         script=script("create_hub_repo.py"),
-        deps=deps("hub"),
+        deps=imports("create_hub_repo.py"),
     params:
         hub=as_json(HUB),
     log:
@@ -58,7 +58,7 @@ rule hub_preupload_shard:
         parquet=rules.extract_logits.output.parquet,
         repo=rules.hub_create_repo.output.receipt,
         script=script("preupload_shard.py"),
-        deps=deps("hub"),
+        deps=imports("preupload_shard.py"),
     params:
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
@@ -84,7 +84,7 @@ rule hub_commit_shards:
     input:
         receipts=lambda wc: expand(rules.hub_preupload_shard.output.receipt, shard=HUB_BATCH_SHARDS[wc.batch]),
         script=script("commit_shards.py"),
-        deps=deps("hub"),
+        deps=imports("commit_shards.py"),
     params:
         hub=as_json(HUB),
         receipt_args=lambda wc, input: " ".join(f"--receipt {r}" for r in input.receipts),
@@ -109,7 +109,7 @@ rule hub_render_card:
     input:
         shards=expand(rules.extract_logits.output.parquet, shard=[f"{i:05d}" for i in range(HUB_N_SHARDS)]),
         script=script("render_dataset_card.py"),
-        deps=deps("hub"),
+        deps=imports("render_dataset_card.py"),
     params:
         hub=as_json(HUB),
         config_sha256=HUB_CONFIG_SHA256,
@@ -133,7 +133,7 @@ rule hub_commit_card:
         card=rules.hub_render_card.output.card,
         commits=expand(rules.hub_commit_shards.output.receipt, batch=HUB_BATCHES),
         script=script("commit_shards.py"),
-        deps=deps("hub"),
+        deps=imports("commit_shards.py"),
     params:
         hub=as_json(HUB),
         after_args=lambda wc, input: " ".join(f"--after {r}" for r in input.commits),
@@ -158,7 +158,7 @@ rule hub_verify_repo:
         card=rules.hub_commit_card.output.receipt,
         shards=rules.hub_render_card.input.shards,
         script=script("verify_hub_repo.py"),
-        deps=deps("hub"),
+        deps=imports("verify_hub_repo.py"),
     params:
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,

@@ -58,7 +58,7 @@ rule train_sort_model:
     """Train one run of the grid; writes its intermediate and final checkpoints."""
     input:
         script=script("train_sort_model.py"),
-        deps=deps("sortgpt"),
+        deps=imports("train_sort_model.py"),
     output:
         final=f"{SORT_CKPT_DIR}/Final_{{stem}}_iters{SG_TRAIN['max_iters']}.pt",
         intermediate=[
@@ -103,7 +103,7 @@ rule evaluate_sort_checkpoint:
     input:
         checkpoint=f"{SORT_CKPT_DIR}/{{ckpt}}.pt",
         script=script("evaluate_sort_model.py"),
-        deps=deps("sortgpt"),
+        deps=imports("evaluate_sort_model.py"),
     output:
         metrics=f"{SORT_EVAL_DIR}/{{ckpt}}.json",
     wildcard_constraints:
@@ -136,7 +136,7 @@ rule tabulate_sort_grid:
     input:
         evaluations=SORT_EVALS,
         script=script("tabulate_sort_grid.py"),
-        deps=deps("sortgpt"),
+        deps=imports("tabulate_sort_grid.py"),
     output:
         table=report(
             f"{SORTGRID}/sort_grid_table.csv",
