@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 CORES ?= all
 
-.PHONY: venv demo test test-fast bench lint dag report clean
+.PHONY: venv demo test test-slurm bench lint dag report clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slurm and not bench" tests
+
+# A real single-node SLURM (Debian slurm-wlm + munge, needs root): start, test, stop.
+test-slurm: $(STAMP)
+	bash tests/slurm/cluster.sh start
+	$(BIN)/python -m pytest -m slurm tests; rc=$$?; bash tests/slurm/cluster.sh stop; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
