@@ -114,7 +114,6 @@ HEADLINE_ROWS = [
     ("ce_uniform_rel_error_mean", "CE (uniform) rel. error, signed mean", "{:+.2e}"),
     ("ce_uniform_abs_rel_error_mean", "CE (uniform) |rel. error|, mean", "{:.2e}"),
     ("ce_uniform_abs_rel_error_p99", "CE (uniform) |rel. error|, p99", "{:.2e}"),
-    ("ce_uniform_nucleus_only_abs_rel_error_mean", "  nucleus-only estimate, mean", "{:.2e}"),
     ("compressed_bytes_per_token", "compressed parquet bytes/token (zstd)", "{:.1f}"),
     ("compressed_uncompressed_bytes_per_token", "compressed columns bytes/token (in memory)", "{:.1f}"),
     ("dense_bf16_bytes_per_token", "dense bf16 bytes/token", "{:.0f}"),
