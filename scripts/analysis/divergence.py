@@ -206,3 +206,9 @@ def format_divergence_summary(stats: dict) -> str:
 
 def print_divergence_summary(stats: dict) -> None:
     print(format_divergence_summary(stats))
+
+
+# Seed 001's names, for notebooks written against utils/load_saved_logits.py.
+calculate_kl_divergence = kl_divergence
+calculate_js_divergence = js_divergence
+get_predictions_for_position = predictions_for_position
