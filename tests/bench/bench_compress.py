@@ -1,0 +1,127 @@
+"""Benchmark 1: compressing teacher logits, this project's method vs the seed's.
+
+Per workload (rows of logits at one vocabulary size, as many rows as
+extraction hands `compress_rows` at once for that vocabulary):
+- ours: `fill_uniforms` per 64-token block into the reused workspace buffer,
+  then `compress_rows` (top-k nucleus + exact, pruned Gumbel-top-k tail);
+- baseline: `seed_reference.seed_compress_block` (float64 copy, softmax,
+  full-vocabulary sort, cumsum, mask, Gumbel over the whole vocabulary, top-k),
+  drawing its own [rows, vocab] float64 uniforms as the seed does.
+Throughput: interleaved rounds, medians. Peak extra memory: each method once in
+a fresh process (benchlib.peak_rss_delta). Agreement: both methods on the same
+rows and the same uniforms (baseline with the spec's inclusive nucleus rule)
+must give the same logsumexp, nucleus sets, tail samples and threshold.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchlib import Result, fmt_bytes, fmt_rate, paired_times, peak_rss_delta
+from context import CAP, SAMPLED_N, SEED, TOP_P, VOCABS, BenchContext
+from distill.compress import NOISE_BLOCK, Workspace, compress_rows, fill_uniforms
+from seed_reference import seed_compress, seed_compress_block
+from workloads import embed_rows, nucleus_sizes, rows_per_chunk, zipf_logits
+
+BENCH = "1 compression"
+TARGET_VOCAB = 151_936
+
+
+def project_fn(logits: torch.Tensor, example_index: int = 0):
+    """A closure doing what compress_batch does for one chunk (uniforms + compress_rows)."""
+    ws = Workspace()
+    gen = torch.Generator()
+    m, vocab = logits.shape
+
+    def call():
+        uniforms = ws.get("uniforms", m, vocab, torch.float64, logits.device)
+        for b in range(0, m, NOISE_BLOCK):
+            fill_uniforms(uniforms[b : b + NOISE_BLOCK], SEED, example_index, b // NOISE_BLOCK, gen)
+        return compress_rows(logits, uniforms, top_p=TOP_P, cap=CAP, k=SAMPLED_N, workspace=ws)
+
+    return call
+
+
+def seed_fn(logits: torch.Tensor):
+    gen = torch.Generator().manual_seed(SEED)
+    return lambda: seed_compress_block(logits, gen, top_p=TOP_P, cap=CAP, k=SAMPLED_N)
+
+
+def agreement(logits: torch.Tensor, max_rows: int = 32) -> dict:
+    """Both methods on the same uniforms (the first `max_rows` rows); counts of rows where they agree."""
+    logits = logits[:max_rows]
+    m, vocab = logits.shape
+    gen = torch.Generator()
+    uniforms = torch.empty((m, vocab), dtype=torch.float64)
+    for b in range(0, m, NOISE_BLOCK):
+        fill_uniforms(uniforms[b : b + NOISE_BLOCK], SEED, 0, b // NOISE_BLOCK, gen)
+    ours = compress_rows(logits, uniforms, top_p=TOP_P, cap=CAP, k=SAMPLED_N)
+    ref = seed_compress(logits, uniforms, top_p=TOP_P, cap=CAP, k=SAMPLED_N, inclusive=True)
+    nucleus_ok = tail_ok = 0
+    for r in range(m):
+        n = int(ours.top_counts[r])
+        if n == int(ref.top_counts[r]) and set(ours.top_ids[r, :n].tolist()) == set(ref.top_ids[r, :n].tolist()):
+            nucleus_ok += 1
+        s = int(ours.sampled_counts[r])
+        if s == SAMPLED_N and torch.equal(ours.sampled_ids[r], ref.sampled_ids[r]) and \
+                abs(float(ours.threshold[r] - ref.threshold[r])) < 1e-6:
+            tail_ok += 1
+    return {
+        "rows": m,
+        "nucleus_ok": nucleus_ok,
+        "tail_ok": tail_ok,
+        "lse_max_abs_diff": float((ours.logsumexp - ref.logsumexp).abs().max()),
+    }
+
+
+def workloads(ctx: BenchContext) -> list[tuple[str, torch.Tensor]]:
+    out = []
+    for i, vocab in enumerate(VOCABS):
+        out.append((f"zipf V={vocab:,}", zipf_logits(rows_per_chunk(vocab), vocab, seed=SEED + i)))
+    demo_vocab = int(ctx.demo[0].get_output_embeddings().weight.shape[0])
+    out.append((f"demo teacher V={demo_vocab:,}", ctx.demo_logits(rows_per_chunk(demo_vocab))))
+    real = ctx.demo_logits(rows_per_chunk(TARGET_VOCAB))
+    out.append((f"demo rows in V={TARGET_VOCAB:,}", embed_rows(real, TARGET_VOCAB, seed=SEED)))
+    return out
+
+
+def run(ctx: BenchContext) -> list[Result]:
+    results = []
+    for name, logits in workloads(ctx):
+        m, vocab = logits.shape
+        ctx.log(f"[bench 1] {name}: {m} rows")
+        sizes = nucleus_sizes(logits, TOP_P, CAP)
+        shape = (f"{m} rows/call; nucleus size mean {sizes.mean():.1f}, median {np.median(sizes):.0f}, "
+                 f"{(sizes >= CAP).mean():.0%} capped at {CAP}")
+        at_target = vocab == TARGET_VOCAB
+
+        agree = agreement(logits, max_rows=m if vocab < 10_000 else 32)
+        n = agree["rows"]
+        ok = agree["nucleus_ok"] == agree["tail_ok"] == n and agree["lse_max_abs_diff"] < 1e-4
+        results.append(Result(
+            BENCH, name, "agreement (same uniforms)",
+            f"nucleus {agree['nucleus_ok']}/{n}, tail {agree['tail_ok']}/{n} rows equal",
+            "seed method, spec nucleus rule", f"|Δlse| ≤ {agree['lse_max_abs_diff']:.1e}",
+            "identical", ok))
+
+        timing = paired_times(project_fn(logits), seed_fn(logits), ctx.repeats)
+        speedup = timing.ratio_b_over_a
+        results.append(Result(
+            BENCH, name, "throughput", fmt_rate(m / timing.a_med), fmt_rate(m / timing.b_med),
+            f"{speedup:.2f}× faster", "≥ 3× at V=151,936" if at_target else "",
+            (speedup >= 3.0) if at_target else None, shape))
+
+        path = ctx.tmp / f"logits-{vocab}-{m}.npy"
+        np.save(path, logits.numpy())
+        spec = {"logits": str(path), "top_p": TOP_P, "cap": CAP, "k": SAMPLED_N, "seed": SEED,
+                "threads": torch.get_num_threads()}
+        mem_ours = peak_rss_delta(dict(spec, method="project"))
+        mem_seed = peak_rss_delta(dict(spec, method="seed"))
+        path.unlink()
+        frac = mem_ours / mem_seed
+        results.append(Result(
+            BENCH, name, "peak extra memory (RSS)", fmt_bytes(mem_ours), fmt_bytes(mem_seed), f"{frac:.2f}×",
+            "≤ 0.5× at V=151,936" if at_target else "", (frac <= 0.5) if at_target else None,
+            f"input rows {fmt_bytes(logits.numel() * 4)} not counted; "
+            f"{mem_ours / logits.numel():.1f} vs {mem_seed / logits.numel():.1f} bytes per logit"))
+    return results
