@@ -1,10 +1,14 @@
 """Helpers for the SLURM tests: the site-adapted profile copy, and evidence from sacct."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import re
+import struct
 import subprocess
+import zipfile
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -114,3 +118,30 @@ def cluster_status() -> subprocess.CompletedProcess:
         ["bash", str(CLUSTER_SH), "status"], capture_output=True, text=True, timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+def content_digest(path: Path) -> str:
+    """A digest of what a file holds, blind to container bytes that carry no data.
+
+    Three formats the chains write put incidental bytes in their containers: a gzip
+    header holds the (temporary) file name and mtime; torch.save names the zip's root
+    folder after the (temporary) file; safetensors writes `__metadata__` keys in hash
+    order. Everything else is compared byte for byte.
+    """
+    name = path.name
+    if name.endswith(".gz"):
+        data = gzip.decompress(path.read_bytes())
+    elif name.endswith(".safetensors"):
+        raw = path.read_bytes()
+        size = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + size])
+        data = json.dumps(header, sort_keys=True).encode() + raw[8 + size :]
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(
+                (info.filename.split("/", 1)[-1], archive.read(info)) for info in archive.infolist()
+            )
+        data = b"".join(hashlib.sha256(n.encode() + b"\0" + b).digest() for n, b in members)
+    else:
+        data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest()
