@@ -22,10 +22,8 @@ from analysis.dense import dense_logits, sample_tokens
 from codec.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
 from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
-from common.errors import LineageError
 from distill.data import load_conversations
-from distill.extract import Row
-from distill.inputs import mask_options, tokenize_row
+from distill.inputs import mask_options, shard_rows
 from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
 
 
@@ -70,16 +68,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     tokenizer = load_tokenizer(teacher, revision, chat_template)
     ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
     opts = mask_options(exclude_think, exclude_eot, eot_tokens)
-    rows = []
-    for index, n_total, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
-        if index >= len(ds):
-            raise LineageError(f"row index {index} is beyond the dataset ({len(ds)} rows)", path=shard_path)
-        ids, kept = tokenize_row(tokenizer, ds, messages_column, index, opts, dataset)
-        if len(ids) != n_total or len(kept) != n_kept:
-            raise LineageError(
-                f"row {index}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_total} / {n_kept}"
-                " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
-        rows.append(Row(int(index), ids, kept))
+    rows = shard_rows(shard_path, shard, tokenizer, ds, messages_column, opts, dataset)
     picks = sample_tokens(rows, n_tokens, seed, stream)
     log.info("%s: sampled %d of %d kept tokens from %d examples", shard_path, len(picks),
              sum(len(r.kept) for r in rows), len({p.row for p in picks}))

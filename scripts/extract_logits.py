@@ -18,12 +18,12 @@ import time
 import click
 import torch
 
+from codec.indices import high_bits_for_vocab
 from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
-from common.errors import LineageError
 from distill.data import load_conversations
-from distill.extract import ExtractionSettings, Row, StopFlag, StopRequested, extract_shard
-from distill.inputs import mask_options, tokenize_row
+from distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
+from distill.inputs import mask_options, shard_rows
 from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
@@ -75,16 +75,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     tokenizer = load_tokenizer(teacher, revision, chat_template)
     ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
     opts = mask_options(exclude_think, exclude_eot, eot_tokens)
-    rows = []
-    for index, n_tokens, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
-        if index >= len(ds):
-            raise LineageError(f"row index {index} is beyond the dataset ({len(ds)} rows)", path=shard_path)
-        ids, kept = tokenize_row(tokenizer, ds, messages_column, index, opts, dataset)
-        if len(ids) != n_tokens or len(kept) != n_kept:
-            raise LineageError(
-                f"row {index}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_tokens} / {n_kept}"
-                " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
-        rows.append(Row(int(index), ids, kept))
+    rows = shard_rows(shard_path, shard, tokenizer, ds, messages_column, opts, dataset)
     for row in rows[:verify_rows]:
         text = "".join(f"[{tokenizer.decode(int(row.ids[t]))}]" for t in row.kept)
         log.info("mask check, row %d: %d of %d tokens kept: %s", row.index, len(row.kept), len(row.ids), text)
@@ -95,7 +86,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         probe = torch.from_numpy(rows[-1].ids[:64]).to(next(model.parameters()).device)
         diff = check_head_matches_forward(model, probe)
         log.info("lm head on kept positions matches the model's forward (max |Δlogit| %.2e)", diff)
-    from codec.indices import high_bits_for_vocab
+
 
     params = {
         "teacher": teacher_label or teacher, "teacher_revision": revision,

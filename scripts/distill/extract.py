@@ -24,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from codec.logits_parquet import ExampleRecord, build_table, write_logits_parquet
-from common.errors import LineageError
 from distill.batching import plan_batches
 from distill.compress import NOISE_BLOCK, Compressed, Workspace, compress_rows, fill_uniforms
 from distill.teacher import decoder_hidden, head_logits

@@ -22,3 +22,24 @@ def tokenize_row(tokenizer, ds, column: str, index: int, opts: MaskOptions, data
     except Exception as exc:  # template errors from jinja / tokenizers
         raise LineageError(f"{where}: chat template failed: {str(exc).splitlines()[0]}") from None
     return ids, np.nonzero(mask)[0].astype(np.int64)
+
+
+def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions, dataset_name: str):
+    """Tokenize a shard's examples (a `read_shard_rows` frame) into extraction rows.
+
+    The token counts must equal the lengths table's: a mismatch means the
+    tokenizer, chat template or mask options changed since compute_lengths.
+    """
+    from distill.extract import Row
+
+    rows = []
+    for index, n_total, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
+        if index >= len(ds):
+            raise LineageError(f"row index {index} is beyond the dataset ({len(ds)} rows)", path=shard_path)
+        ids, kept = tokenize_row(tokenizer, ds, column, index, opts, dataset_name)
+        if len(ids) != n_total or len(kept) != n_kept:
+            raise LineageError(
+                f"row {index}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_total} / {n_kept}"
+                " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
+        rows.append(Row(int(index), ids, kept))
+    return rows
