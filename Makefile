@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slurm and not bench" tests
+	$(BIN)/python -m pytest -m "not slurm and not bench" --durations=15 tests
 
 # A real single-node SLURM (Debian slurm-wlm + munge, needs root): start, test, stop.
 test-slurm: $(STAMP)
