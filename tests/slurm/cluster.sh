@@ -72,13 +72,11 @@ install_packages() {
 
 link_config() {  # link_config <name>: /etc/slurm/<name> -> $DIR/etc/<name>
     local target="$DIR/etc/$1" link="$ETC/$1"
-    if [[ -e "$link" || -L "$link" ]] && [[ "$(readlink "$link" || true)" != "$target" ]]; then
-        if [[ -L "$link" ]] || grep -q "written by tests/slurm/cluster.sh" "$link" 2>/dev/null; then
-            rm -f "$link"
-        else
-            die "$link exists and is not ours; refusing to replace a real SLURM config"
-        fi
+    if [[ -e "$link" ]] && [[ "$(readlink -f "$link")" != "$(readlink -f "$target")" ]] \
+        && ! grep -q "written by tests/slurm/cluster.sh" "$link" 2>/dev/null; then
+        die "$link exists and is not ours; refusing to replace a real SLURM config"
     fi
+    # Ours (or a dangling link): point it at this scratch folder.
     ln -sfn "$target" "$link"
 }
 
