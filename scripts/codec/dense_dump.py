@@ -34,8 +34,8 @@ from typing import Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from codec.safetensors_file import save_sorted
 from common.atomic import atomic_path, write_text
 from common.errors import LineageError
 
@@ -140,9 +140,8 @@ def write_dense_dump(summary_path: str | os.PathLike, entries: Iterable[DenseEnt
         e.fields = {k: _scalar(v, where) for k, v in e.fields.items()}
         tensors[e.key] = e.logits.detach().to("cpu", DTYPES[dtype]).contiguous()
         metadata.append(e.meta)
-    with atomic_path(logits_path) as tmp:
-        save_file(tensors, str(tmp), metadata={"logit_lineage.format": FORMAT,
-                                               "logit_lineage.format_version": str(FORMAT_VERSION)})
+    save_sorted(tensors, logits_path, metadata={"logit_lineage.format": FORMAT,
+                                                "logit_lineage.format_version": str(FORMAT_VERSION)})
     write_text(meta_path, json.dumps(metadata, indent=1) + "\n")
     summary = {
         "format": FORMAT,
@@ -158,8 +157,9 @@ def write_dense_dump(summary_path: str | os.PathLike, entries: Iterable[DenseEnt
         "info": info or {},
     }
     with atomic_path(summary_path) as tmp:
-        with gzip.open(tmp, "wt") as fh:
-            json.dump(summary, fh, indent=1, sort_keys=True)
+        # No file name and a zero time in the gzip header: same content, same bytes.
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:
+            fh.write(json.dumps(summary, indent=1, sort_keys=True).encode())
     return entries
 
 

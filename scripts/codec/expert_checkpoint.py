@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from common.atomic import atomic_path
+from codec.safetensors_file import save_sorted
 from common.errors import LineageError
 
 FORMAT = "logit-lineage/expert-checkpoint"
@@ -22,8 +22,6 @@ KINDS = ("expert", "gating")
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict, config: dict, kind: str) -> None:
-    from safetensors.torch import save_file
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     metadata = {
@@ -34,8 +32,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict, config: dict, kind: 
     }
     # safetensors refuses shared or non-contiguous storage; clone into plain tensors.
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(plain, str(tmp), metadata=metadata)
+    save_sorted(plain, path, metadata=metadata)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict, dict]:

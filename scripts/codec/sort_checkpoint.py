@@ -77,7 +77,10 @@ def save_sort_checkpoint(
         "iters_done": int(iters_done),
     }
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        # Saving to a file object names the zip's inner folder "archive", not after the
+        # temporary file, so the same checkpoint has the same bytes on every run.
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
 
 
 def _to_cpu(obj: Any) -> Any:
