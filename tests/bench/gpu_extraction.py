@@ -209,7 +209,8 @@ def main(argv=None) -> int:
     }
     results = []
     for spec in [c.strip() for c in args.chunk_rows.split(",") if c.strip()]:
-        chunk_rows = max(1, (1 << 22) // vocab) if spec == "default" else int(spec)
+        # extract_logits.py's default: ~4M logits per chunk on CPU, ~64M on a GPU.
+        chunk_rows = max(1, (1 << (26 if dev.type == "cuda" else 22)) // vocab) if spec == "default" else int(spec)
         settings = ExtractionSettings(0.98, 100, 24, args.seed, budget, 256, chunk_rows)
         ws, gen = Workspace(), torch.Generator(device=dev)
         nucleus: list[np.ndarray] = []
