@@ -15,7 +15,7 @@ import pytest
 from codec.logits_parquet import LogitsShard
 from conftest import SCRIPTS, run_script, subprocess_env
 
-SCRIPT_NAMES = ["make_demo_dataset.py", "build_demo_teacher.py", "compute_lengths.py", "make_shards.py",
+SCRIPT_NAMES = ["make_demo_dataset.py", "build_demo_teacher.py", "compute_lengths.py", "make_shards.py", "select_shard.py",
                 "extract_logits.py", "explore_logits.py"]
 
 
@@ -33,7 +33,9 @@ def shard(demo_inputs, tmp_path_factory):
     run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
                "--skipped", str(root / "skipped.tsv"), check=True)
     run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(root / "s0.parquet"), "--output", str(root / "s1.parquet"), check=True)
+               "--output", str(root / "plan.parquet"), check=True)
+    run_script("select_shard.py", "--plan", str(root / "plan.parquet"), "--shard", "1",
+               "--output", str(root / "s1.parquet"), check=True)
     return {"src": src, "rows": root / "s1.parquet", "root": root}
 
 

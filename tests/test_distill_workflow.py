@@ -83,7 +83,8 @@ def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
         fh.write("# edited\n")
     proc = run_snakemake(work, target, "-n", configfiles=[DISTILL_TINY], snakefile=snakefile)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["compute_lengths"] == counts["make_shards"] == counts["extract_logits"] == 1
+    assert counts["compute_lengths"] == counts["make_shards"] == counts["select_shard"] == 1
+    assert counts["extract_logits"] == 1
     assert "make_demo_dataset" not in counts  # it does not read that format
 
 

@@ -3,6 +3,8 @@
 lengths.parquet: one row per dataset example — `index`, `num_tokens`,
 `num_assistant_tokens` (kept positions), `skip_reason` (null when kept,
 else e.g. "too_long" or "no_assistant_tokens").
+plan.parquet: every kept example with its `shard` (int32), in shard order and, within a
+shard, sorted by length; metadata `n_shards`.
 shard-XXXXX.parquet (rows): the kept examples of one shard sorted by length —
 `index`, `num_tokens`, `num_assistant_tokens`.
 """
@@ -27,6 +29,8 @@ SHARD_SCHEMA = pa.schema([
     ("num_tokens", pa.int32()),
     ("num_assistant_tokens", pa.int32()),
 ])
+
+PLAN_SCHEMA = SHARD_SCHEMA.append(pa.field("shard", pa.int32()))
 
 
 def _write(path, table: pa.Table, meta: dict | None) -> None:
@@ -61,3 +65,16 @@ def write_shard_rows(path: str | Path, columns: dict, meta: dict | None = None) 
 
 def read_shard_rows(path: str | Path) -> pa.Table:
     return _read(path, SHARD_SCHEMA, "shard rows")
+
+
+def write_shard_plan(path: str | Path, columns: dict, n_shards: int) -> None:
+    _write(path, pa.Table.from_pydict(columns, schema=PLAN_SCHEMA), {"n_shards": n_shards})
+
+
+def read_shard_plan(path: str | Path) -> tuple[pa.Table, int]:
+    table = _read(path, PLAN_SCHEMA, "shard plan")
+    try:
+        n_shards = int((table.schema.metadata or {})[b"n_shards"])
+    except (KeyError, ValueError):
+        raise LineageError("shard plan lacks its 'n_shards' metadata", path=path) from None
+    return table, n_shards

@@ -135,11 +135,18 @@ def _metadata(params: dict) -> dict[bytes, bytes]:
     }
 
 
+# Parquet stores uint16 as 32-bit integers. Split into byte streams (and without
+# dictionary encoding) zstd drops the zero high bytes: ~2 bytes per value at any file
+# size, where dictionary encoding costs ~3.5 in a small file (docs/BENCHMARKS.md).
+SPLIT_COLUMNS = [f"{f.name}.list.element" for f in SCHEMA if pa.types.is_list(f.type)]
+
+
 def write_logits_parquet(path: str | Path, table: pa.Table, params: dict) -> None:
     """Write atomically, with the format version and parameters in the metadata."""
     table = table.replace_schema_metadata(_metadata(params))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", compression_level=3)
+        pq.write_table(table, tmp, compression="zstd", compression_level=3, use_dictionary=False,
+                       use_byte_stream_split=SPLIT_COLUMNS)
 
 
 def _check_metadata(path: str | Path, meta: dict | None) -> tuple[int, dict]:

@@ -63,10 +63,9 @@ rule make_shards:
         deps=imports("make_shards.py"),
         lengths=rules.compute_lengths.output.lengths,
     output:
-        expand(f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet", shard=SHARDS),
+        f"{DISTILL_DIR}/shards/plan.parquet",
     params:
         n=DISTILL["n_shards"],
-        outputs=lambda wildcards, output: " ".join(f"--output {o}" for o in output),
     log:
         f"{RESULTS}/logs/distill/make_shards.log",
     conda:
@@ -75,7 +74,28 @@ rule make_shards:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python {input.script} --lengths {input.lengths} --n-shards {params.n} {params.outputs} 2> {log}"
+        "python {input.script} --lengths {input.lengths} --n-shards {params.n} --output {output} 2> {log}"
+
+
+rule select_shard:
+    input:
+        script=script("select_shard.py"),
+        deps=imports("select_shard.py"),
+        plan=rules.make_shards.output[0],
+    output:
+        f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
+    params:
+        shard=lambda wildcards: int(wildcards.shard),
+    localrule: True
+    log:
+        f"{RESULTS}/logs/distill/select_shard/shard-{{shard}}.log",
+    conda:
+        env("distill")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python {input.script} --plan {input.plan} --shard {params.shard} --output {output} 2> {log}"
 
 
 rule extract_logits:
@@ -84,7 +104,7 @@ rule extract_logits:
         deps=imports("extract_logits.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
-        shard=f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
+        shard=rules.select_shard.output[0],
     output:
         parquet=f"{DISTILL_DIR}/logits/shard-{{shard}}.parquet",
     params:
