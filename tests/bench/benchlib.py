@@ -196,7 +196,7 @@ def machine_line(m: dict) -> str:
 
 def markdown_table(results: list[Result], machine: dict, command: str) -> str:
     esc = lambda s: str(s).replace("|", "\\|")
-    out = [f"Measured {machine['date']} on: {machine_line(machine)}.", "",
+    out = [f"Measured on: {machine_line(machine)}.", "",
            f"Command: `{command}`", "",
            "| " + " | ".join(h for _, h in COLUMNS) + " |",
            "|" + "|".join("---" for _ in COLUMNS) + "|"]

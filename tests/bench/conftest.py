@@ -40,7 +40,7 @@ def bench_ctx():
         print("\n" + block)
     target = os.environ.get("BENCH_MARKDOWN")
     if target:
-        md = markdown_table(ctx.results, machine, "make bench")
+        md = markdown_table(ctx.results, machine, "make bench  (= .venv/bin/python -m pytest -m bench -s tests/bench)")
         if ctx.details:
             md += "\n" + "\n\n".join(f"```\n{d}\n```" for d in ctx.details) + "\n"
         Path(target).parent.mkdir(parents=True, exist_ok=True)
