@@ -12,8 +12,9 @@ assistant reply would be):
   bare  the same padded batches through decoder_hidden + head_logits on the same
         kept positions and chunks, nothing else.
 Passes alternate (bare, ours, ours, bare, …); figures are medians. It runs once
-per lm-head chunk size (--chunk-rows; "default" is what extract_logits.py uses,
-2**22 // vocab rows, which with 64-token noise blocks means 64-row chunks).
+per lm-head chunk size (--chunk-rows; "default" is what extract_logits.py uses:
+2**26 // vocab rows on a GPU, 2**22 // vocab on a CPU — 441 and 27 rows at vocab
+151,936 — which whole 64-token noise blocks turn into 384- and 64-row chunks).
 
 Random weights give nearly uniform next-token distributions, unlike a trained
 model; --logit-std rescales the final norm so the logits' standard deviation
@@ -171,7 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=None, help="kept tokens per pass (default 32768; tiny 256)")
     ap.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch (default 32768)")
     ap.add_argument("--chunk-rows", default="default,1024,4096",
-                    help="comma list of lm-head chunk sizes; 'default' = extract_logits.py's 2**22 // vocab")
+                    help="comma list of lm-head chunk sizes; 'default' = extract_logits.py's rule "
+                         "(2**26 // vocab rows on GPU, 2**22 // vocab on CPU)")
     ap.add_argument("--logit-std", type=float, default=8.0, help="rescale logits to this std (0: leave)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1337)
@@ -240,7 +242,7 @@ def main(argv=None) -> int:
         ratio = statistics.median(o / b for o, b in zip(t_ours, t_bare))
         results.append({
             "chunk_rows": spec if spec == "default" else chunk_rows,
-            "effective_chunk_rows": max(chunk_rows, 64),
+            "effective_chunk_rows": max(64, chunk_rows // 64 * 64),  # whole 64-token blocks
             "ours_tok_s": kept / statistics.median(t_ours), "bare_tok_s": kept / statistics.median(t_bare),
             "overhead": ratio - 1.0, "ours_s": t_ours, "bare_s": t_bare,
             "peak_mem_ours": mem_ours, "peak_mem_bare": mem_bare,
