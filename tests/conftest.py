@@ -95,3 +95,43 @@ def demo_inputs(tmp_path_factory) -> dict[str, Path]:
                "--vocab-size", "400", "--hidden-size", "48", "--steps", "60", "--batch-size", "16",
                "--lr", "0.005", "--max-len", "512", check=True)
     return {"root": root, "dataset": dataset, "teacher": teacher}
+
+
+@pytest.fixture(scope="session")
+def bench_ctx():
+    """The benchmarks' shared context (demo assets built once); prints one table at the end.
+
+    It lives here because a second conftest.py under tests/bench would shadow this
+    module for `from conftest import ...`. Environment knobs (make bench):
+      BENCH_TEACHER / BENCH_DATASET  reuse a demo teacher dir and its conversations parquet
+      BENCH_REPEATS                  timed interleaved rounds per comparison (default 3)
+      BENCH_SHARDS                   shard counts of the dry-run benchmark (default 100,1000,10000)
+      BENCH_MARKDOWN                 also write the table as markdown to this path
+    """
+    bench_dir = str(REPO / "tests" / "bench")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    from benchlib import format_table, machine_info, markdown_table
+    from context import BenchContext
+
+    ctx = BenchContext(
+        repeats=int(os.environ.get("BENCH_REPEATS", "3")),
+        teacher=os.environ.get("BENCH_TEACHER") or None,
+        dataset=os.environ.get("BENCH_DATASET") or None,
+        shard_counts=tuple(int(x) for x in os.environ.get("BENCH_SHARDS", "100,1000,10000").split(",")),
+    )
+    machine = machine_info()
+    yield ctx
+    if not ctx.results:
+        return
+    print("\n\n" + format_table(ctx.results, machine))
+    for block in ctx.details:
+        print("\n" + block)
+    target = os.environ.get("BENCH_MARKDOWN")
+    if target:
+        md = markdown_table(ctx.results, machine, "make bench  (= .venv/bin/python -m pytest -m bench -s tests/bench)")
+        if ctx.details:
+            md += "\n" + "\n\n".join(f"```\n{d}\n```" for d in ctx.details) + "\n"
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(md)
+        print(f"markdown table → {target}")
