@@ -19,3 +19,10 @@ def test_default_config_builds_every_target(tmp_path):
     # Nothing left to do: the DAG is complete and consistent.
     again = run_snakemake(tmp_path, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # The HTML report holds every plot the chains mark with report().
+    report = tmp_path / "report.html"
+    run_snakemake(tmp_path, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 10_000
+    for plot in ("risk_coverage", "sort_grid_generalization", "fidelity_report"):
+        assert plot in html, plot
