@@ -95,8 +95,8 @@ def _chunks(units, max_rows: int):
 
 
 @torch.inference_mode()
-def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id: int,
-                   workspace: Workspace, generator: torch.Generator) -> list[ExampleRecord]:
+def batch_hidden(model, rows: list[Row], pad_id: int) -> torch.Tensor:
+    """Right-padded batch through the decoder body: hidden states [B, T, H]."""
     dev = next(model.parameters()).device
     width = max(len(r.ids) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -104,7 +104,14 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
     for j, r in enumerate(rows):
         input_ids[j, : len(r.ids)] = torch.from_numpy(r.ids)
         attention[j, : len(r.ids)] = 1
-    hidden = decoder_hidden(model, input_ids.to(dev), attention.to(dev))
+    return decoder_hidden(model, input_ids.to(dev), attention.to(dev))
+
+
+@torch.inference_mode()
+def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id: int,
+                   workspace: Workspace, generator: torch.Generator) -> list[ExampleRecord]:
+    dev = next(model.parameters()).device
+    hidden = batch_hidden(model, rows, pad_id)
 
     # Results stay on the device until the batch is done: one transfer per field,
     # not one synchronisation per chunk.

@@ -30,8 +30,8 @@ from benchlib import Result, fmt_rate, paired_times
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
 from distill.batching import plan_batches
 from distill.compress import Workspace
-from distill.extract import ExtractionSettings, _chunks, _units, compress_batch
-from distill.teacher import decoder_hidden, head_logits
+from distill.extract import ExtractionSettings, _chunks, _units, batch_hidden, compress_batch
+from distill.teacher import head_logits
 
 BENCH = "4 extraction (CPU)"
 TOKEN_BUDGET = 4096
@@ -43,13 +43,7 @@ PATCHED = ("decoder_hidden", "head_logits", "fill_uniforms", "compress_rows", "_
 def bare_batch(model, rows, settings: ExtractionSettings, pad_id: int) -> int:
     """compress_batch's forward and lm head, on the same positions and chunks, and nothing else."""
     dev = next(model.parameters()).device
-    width = max(len(r.ids) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, r in enumerate(rows):
-        input_ids[j, : len(r.ids)] = torch.from_numpy(r.ids)
-        attention[j, : len(r.ids)] = 1
-    hidden = decoder_hidden(model, input_ids.to(dev), attention.to(dev))
+    hidden = batch_hidden(model, rows, pad_id)
     n = 0
     for chunk in _chunks(_units(rows), settings.head_chunk_rows):
         js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from distill.batching import padding_fraction, plan_batches  # noqa: E402
 from distill.compress import Workspace  # noqa: E402
-from distill.extract import ExtractionSettings, Row, _chunks, _units, compress_batch  # noqa: E402
+from distill.extract import ExtractionSettings, Row, _chunks, _units, batch_hidden, compress_batch  # noqa: E402
 from distill.teacher import decoder_hidden, head_logits  # noqa: E402
 
 QWEN2_05B = dict(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -92,13 +92,7 @@ def synthetic_rows(n_tokens: int, vocab: int, seed: int, median: int, lo: int, h
 @torch.inference_mode()
 def bare_batch(model, rows, settings: ExtractionSettings, pad_id: int) -> None:
     dev = next(model.parameters()).device
-    width = max(len(r.ids) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, r in enumerate(rows):
-        input_ids[j, : len(r.ids)] = torch.from_numpy(r.ids)
-        attention[j, : len(r.ids)] = 1
-    hidden = decoder_hidden(model, input_ids.to(dev), attention.to(dev))
+    hidden = batch_hidden(model, rows, pad_id)
     for chunk in _chunks(_units(rows), settings.head_chunk_rows):
         js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])
         ts = np.concatenate([pos for _, _, pos in chunk])
