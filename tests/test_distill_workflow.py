@@ -105,3 +105,16 @@ def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):
     run_snakemake(tmp_path, "results/distill/shards/shard-00000.parquet", "--cores", "2",
                   configfiles=[DISTILL_TINY, cfg])
     assert (tmp_path / "results/distill/shards/shard-00000.parquet").exists()
+
+
+def test_lineage_graphs_without_gpu_or_network(tmp_path):
+    """--rulegraph, --dag and --summary on the embedded default: what users draw before running."""
+    rulegraph = run_snakemake(tmp_path, "--rulegraph").stdout
+    assert rulegraph.lstrip().startswith("digraph snakemake_dag")
+    for rule in ("compute_lengths", "make_shards", "select_shard", "extract_logits", "train_expert",
+                 "train_sort_model", "dump_dense_logits", "fidelity_report"):
+        assert f'label = "{rule}"' in rulegraph, rule
+    dag = run_snakemake(tmp_path, "--dag").stdout
+    assert dag.count('label = "extract_logits') == 4  # one node per shard
+    summary = run_snakemake(tmp_path, "--summary").stdout
+    assert "results/distill/logits/shard-00003.parquet\t" in summary
