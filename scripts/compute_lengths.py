@@ -17,23 +17,13 @@ from codec.lengths import write_lengths
 from common.atomic import write_text
 from common.cli import log, main_guard
 from distill.data import load_conversations
-from distill.inputs import mask_options, tokenize_row
+from distill.inputs import mask_options, source_options, tokenize_row
 from distill.teacher import load_tokenizer
 
 
 @click.command(help=__doc__)
-@click.option("--teacher", required=True, help="Hub id or local directory of the teacher (tokenizer used).")
-@click.option("--revision", default=None)
-@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--dataset", required=True, help="Hub dataset id or local .parquet/.jsonl/.json.")
-@click.option("--split", default="train", show_default=True)
-@click.option("--dataset-config", default=None)
-@click.option("--messages-column", default="messages", show_default=True)
-@click.option("--limit", type=int, default=None)
+@source_options
 @click.option("--max-seq-len", type=click.IntRange(min=2), required=True)
-@click.option("--exclude-think/--keep-think", default=False, show_default=True)
-@click.option("--exclude-eot/--keep-eot", default=False, show_default=True)
-@click.option("--eot-token", "eot_tokens", multiple=True, help="Extra end-of-turn token (repeatable).")
 @click.option("--output", type=click.Path(dir_okay=False), required=True, help="lengths parquet")
 @click.option("--skipped", type=click.Path(dir_okay=False), required=True, help="TSV of skipped rows")
 @main_guard

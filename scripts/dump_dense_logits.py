@@ -23,22 +23,12 @@ from codec.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
 from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
 from distill.data import load_conversations
-from distill.inputs import mask_options, shard_rows
+from distill.inputs import mask_options, shard_rows, source_options
 from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
 
 
 @click.command(help=__doc__)
-@click.option("--teacher", required=True, help="Hub id or local directory of the teacher.")
-@click.option("--revision", default=None)
-@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--dataset", required=True)
-@click.option("--split", default="train", show_default=True)
-@click.option("--dataset-config", default=None)
-@click.option("--messages-column", default="messages", show_default=True)
-@click.option("--limit", type=int, default=None, help="Must match the lengths step's --limit.")
-@click.option("--exclude-think/--keep-think", default=False, show_default=True)
-@click.option("--exclude-eot/--keep-eot", default=False, show_default=True)
-@click.option("--eot-token", "eot_tokens", multiple=True)
+@source_options
 @click.option("--shard", "shard_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Shard rows parquet from make_shards.py.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True,

@@ -23,21 +23,14 @@ from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
 from distill.data import load_conversations
 from distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
-from distill.inputs import mask_options, shard_rows
+from distill.inputs import mask_options, shard_rows, source_options
 from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 
 
 @click.command(help=__doc__)
-@click.option("--teacher", required=True, help="Hub id or local directory of the teacher.")
-@click.option("--revision", default=None)
-@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--dataset", required=True)
-@click.option("--split", default="train", show_default=True)
-@click.option("--dataset-config", default=None)
-@click.option("--messages-column", default="messages", show_default=True)
-@click.option("--limit", type=int, default=None, help="Must match the lengths step's --limit.")
+@source_options
 @click.option("--shard", "shard_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Shard rows parquet from make_shards.py.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True)
@@ -49,9 +42,6 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--head-chunk-rows", type=click.IntRange(min=1), default=None,
               help="Positions per lm-head chunk (default: ~4M logits per chunk on CPU, ~64M on GPU).")
-@click.option("--exclude-think/--keep-think", default=False, show_default=True)
-@click.option("--exclude-eot/--keep-eot", default=False, show_default=True)
-@click.option("--eot-token", "eot_tokens", multiple=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
