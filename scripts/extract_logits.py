@@ -85,7 +85,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         "top_p": top_p, "top_p_max_elements": top_p_max_elements, "sampled_n": sampled_n, "seed": seed,
         "exclude_think": exclude_think, "exclude_eot": exclude_eot,
         "quantization": "uint16 per-row min/max", "alignment": "row for token t is computed at position t-1",
-        "sampler": "gumbel-top-k float64 with threshold; uniforms seeded per (seed, index, 64-token block)",
+        "sampler": "gumbel-top-k as exponential race (float64) with threshold; draws seeded per (seed, index, 64-token block, round)",
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     # Chunks bound the [rows, vocab] buffers (a 64-token noise block is never split):

@@ -16,7 +16,7 @@ from analysis.fidelity import (
     token_metrics,
     top_k_only_expectation,
 )
-from distill.compress import compress_rows
+from distill.compress import RandomNoise, compress_rows
 
 VOCAB, TOP_P, CAP, K, SEEDS = 600, 0.9, 40, 8, 3000
 
@@ -29,10 +29,9 @@ def known_logits():
 
 
 def per_seed_records(z, seeds=SEEDS, top_p=TOP_P, cap=CAP, k=K):
-    """compress_rows on the same distribution with fresh uniforms per seed (one row per seed)."""
+    """compress_rows on the same distribution with fresh noise per seed (one row per seed)."""
     g = torch.Generator().manual_seed(1234)
-    uniforms = torch.rand((seeds, z.numel()), generator=g, dtype=torch.float64)
-    c = compress_rows(z.expand(seeds, -1).contiguous(), uniforms, top_p=top_p, cap=cap, k=k)
+    c = compress_rows(z.expand(seeds, -1).contiguous(), RandomNoise(seeds, g), top_p=top_p, cap=cap, k=k)
     records = []
     for r in range(seeds):
         tc, sc = int(c.top_counts[r]), int(c.sampled_counts[r])

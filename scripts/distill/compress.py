@@ -5,19 +5,33 @@ For each row of logits (one kept position):
 - the nucleus: the smallest set of top tokens whose mass reaches `top_p`
   (the crossing token included), at most `cap` tokens;
 - `k` tail tokens drawn without replacement in proportion to their true
-  probability by Gumbel-top-k in log space (float64), plus the threshold κ,
-  the (k+1)-th largest perturbed key, from which inclusion probabilities
-  q_i = 1 − exp(−exp(log p_i − κ)) give unbiased tail weights p_i / q_i.
+  probability, exactly as Gumbel-top-k in log space over the whole tail, plus
+  the threshold κ, the (k+1)-th largest perturbed key, from which inclusion
+  probabilities q_i = 1 − exp(−exp(log p_i − κ)) give unbiased tail weights.
 
-Nothing sorts the vocabulary. `torch.topk` finds the nucleus and a few
-candidates; the Gumbel keys are computed exactly only where they can matter:
-a token outside the candidates can beat the candidates' (k+1)-th key κ_C only
-if its uniform u < p·e^(−κ_C) (since −log(1−u) ≥ u), a cheap float32 test that
-leaves a handful of tokens per row. The result equals a full-vocabulary
-Gumbel-top-k with the same uniforms, exactly.
+Nothing sorts the vocabulary, and no per-token noise is drawn over it. The
+nucleus comes from a small `torch.topk` (a wider one only for rows whose
+nucleus is wider). The tail sample is Gumbel-top-k drawn "top-down" as an
+exponential race: with keys log p_i − log E_i (E_i ~ Exp(1)), token i's clock
+E_i / p_i rings in the order of its key, so the keys' order is a sequential
+sample without replacement ∝ p, and by memorylessness the (k+1)-th ring comes
+at x = Σ_{j=0..k} E'_j / M_j, where M_j is the tail mass left before the j-th
+pick and E'_j are fresh Exp(1) draws. So κ = −log x, and the joint law of
+(sampled tokens, κ) is that of Gumbel-top-k over all tail tokens, while a row
+costs one float64 cumsum over the vocabulary plus ~2(k+1) random numbers.
 
-Uniforms come from a generator seeded per (seed, example, block of 64 kept
-tokens), so the sample depends on the example, never on the batch.
+Picks come from inverse-CDF draws with replacement on the cumsum, keeping
+first occurrences (that is sampling without replacement, exactly); a row that
+has not got k+1 distinct picks from its draws (a tail dominated by a few
+tokens) zeroes what it took, recomputes its cumsum and draws again, so every
+round adds a token. Remaining masses M_j are differences of float64 sums; a
+pick is deferred to a fresh round when M_j falls below 1e-6 of the round's
+total, so M_j keeps ≥ 10 significant digits. Tail weights are float32
+exp(logit − base) (base: the row max, or the tail's top logit for rows whose
+tail lies more than 60 nats below it), i.e. as exact as the float32 logits.
+
+Random numbers come from a generator seeded per (seed, example, block of 64
+kept tokens, round), so the sample depends on the example, never on the batch.
 """
 from __future__ import annotations
 
@@ -26,6 +40,9 @@ from dataclasses import dataclass
 import torch
 
 NOISE_BLOCK = 64  # kept tokens of one example that share one generator draw
+FIRST_TOPK = 8  # nucleus ranks the first, cheap top-k decides; wider rows get a second top-k
+MASS_FLOOR = 1e-6  # defer a pick to a fresh cumsum when the tail mass left drops below this share
+REBASE_BELOW = -600.0  # rows whose tail top is this far below the row max get weights relative to it
 _MASK64 = (1 << 64) - 1
 
 
@@ -36,18 +53,67 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def block_seed(seed: int, example_index: int, block: int) -> int:
-    """A 63-bit generator seed for one block of one example."""
+def block_seed(seed: int, example_index: int, block: int, rnd: int = 0) -> int:
+    """A 63-bit generator seed for one round of draws of one block of one example."""
     h = _splitmix64(seed & _MASK64)
     h = _splitmix64(h ^ (example_index & _MASK64))
     h = _splitmix64(h ^ (block & _MASK64))
+    if rnd:
+        h = _splitmix64(h ^ (rnd & _MASK64))
     return h & ((1 << 63) - 1)
 
 
-def fill_uniforms(out: torch.Tensor, seed: int, example_index: int, block: int, generator: torch.Generator) -> None:
-    """Fill `out` [rows, V] float64 with the block's uniforms in [0, 1)."""
-    generator.manual_seed(block_seed(seed, example_index, block))
-    torch.rand(out.shape, generator=generator, dtype=torch.float64, device=out.device, out=out)
+def draws_per_round(k: int) -> int:
+    """Inverse-CDF draws per row and round (with replacement; first occurrences are kept)."""
+    return 2 * (k + 1)
+
+
+class RandomNoise:
+    """Uniform draws for `compress_rows` from one generator (tests and benchmarks)."""
+
+    def __init__(self, m: int, generator: torch.Generator | None = None, device="cpu"):
+        self.m, self.generator, self.device = m, generator, device
+
+    def draws(self, rnd: int, width: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.rand((self.m, width), generator=self.generator, dtype=torch.float64, device=self.device)
+        return out if rows is None else out[rows]
+
+
+class BlockNoise:
+    """Uniform draws seeded per (seed, example, block, round): independent of batching.
+
+    `units` lists the chunk's rows in order as (example_index, block, n_rows).
+    """
+
+    def __init__(self, seed: int, units: list[tuple[int, int, int]], generator: torch.Generator, device="cpu"):
+        self.seed, self.units, self.generator, self.device = seed, units, generator, device
+        self.starts = []
+        start = 0
+        for _, _, n in units:
+            self.starts.append(start)
+            start += n
+        self.m = start
+
+    @classmethod
+    def for_example(cls, seed: int, example_index: int, m: int, generator: torch.Generator, device="cpu"):
+        """Noise for the first m kept tokens of one example, in 64-token blocks."""
+        units = [(example_index, b // NOISE_BLOCK, min(NOISE_BLOCK, m - b)) for b in range(0, m, NOISE_BLOCK)]
+        return cls(seed, units, generator, device)
+
+    def draws(self, rnd: int, width: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.empty((self.m, width), dtype=torch.float64, device=self.device)
+        wanted = None
+        if rows is not None:  # only the blocks holding these rows
+            import bisect
+
+            wanted = {bisect.bisect_right(self.starts, int(r)) - 1 for r in rows.tolist()}
+        for u, ((example, block, n), start) in enumerate(zip(self.units, self.starts)):
+            if wanted is not None and u not in wanted:
+                continue
+            self.generator.manual_seed(block_seed(self.seed, example, block, rnd))
+            torch.rand((n, width), generator=self.generator, dtype=torch.float64, device=self.device,
+                       out=out[start : start + n])
+        return out if rows is None else out[rows]
 
 
 @dataclass
@@ -61,7 +127,7 @@ class Compressed:
     sampled_counts: torch.Tensor  # int64 [m]
     sampled_ids: torch.Tensor  # int64 [m, k]; first sampled_counts[r] valid
     sampled_logits: torch.Tensor  # float32 [m, k]
-    threshold: torch.Tensor  # float64 [m]; -inf when the whole finite tail was taken
+    threshold: torch.Tensor  # float64 [m]; -inf when the whole positive tail was taken
 
 
 def _gumbel_keys(logprobs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -85,82 +151,170 @@ class Workspace:
         return buf[:rows]
 
 
+def _nucleus_counts(vals: torch.Tensor, lse: torch.Tensor, top_p: float, cap: int):
+    """Nucleus sizes from sorted top values [r, n]: (counts, known) — unknown where the
+    first min(cap, n) ranks neither reach top_p nor hit the cap."""
+    lim = min(cap, vals.shape[1])
+    reach = torch.cumsum(torch.exp(vals[:, :lim].double() - lse[:, None]), dim=-1) >= top_p
+    hit = reach.any(-1)
+    counts = torch.where(hit, reach.to(torch.int8).argmax(-1) + 1, torch.full_like(lse, cap, dtype=torch.long))
+    known = hit | (lim == cap)
+    return counts.long(), known
+
+
+def _tail_max(vals: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The largest logit after the nucleus (−inf where nothing is left in `vals`)."""
+    n = vals.shape[1]
+    got = vals.gather(1, counts.clamp(max=n - 1)[:, None]).squeeze(1)
+    return torch.where(counts < n, got, torch.full_like(got, float("-inf")))
+
+
 def compress_rows(
     logits: torch.Tensor,
-    uniforms: torch.Tensor,
+    noise,
     *,
     top_p: float,
     cap: int,
     k: int,
     workspace: Workspace | None = None,
 ) -> Compressed:
-    """Compress rows of float32 logits [m, V] given their uniforms [m, V] (float64)."""
+    """Compress rows of logits [m, V]; `noise.draws(round, width, rows)` gives uniforms."""
     ws = workspace or Workspace()
     m, vocab = logits.shape
     dev = logits.device
     logits = logits.float()
     cap = min(cap, vocab)
-    n_cand = min(vocab, cap + max(2 * (k + 1), 16))
-    cand_vals, cand_ids = torch.topk(logits, n_cand, dim=-1)  # sorted, descending
-    rowmax = cand_vals[:, :1]
-    scaled = torch.sub(logits, rowmax, out=ws.get("scaled", m, vocab, torch.float32, dev)).exp_()
-    lse = rowmax.squeeze(1).double() + torch.log(scaled.sum(-1, dtype=torch.float64))
-    cand_lp = cand_vals.double() - lse[:, None]
 
-    # Nucleus: first rank whose cumulative mass reaches top_p, inclusive, capped.
-    reach = torch.cumsum(cand_lp[:, :cap].exp(), dim=-1) >= top_p
-    top_counts = torch.where(reach.any(-1), reach.to(torch.int8).argmax(-1) + 1, cap).long()
-    ranks = torch.arange(n_cand, device=dev)
-    in_nucleus = ranks[None, :] < top_counts[:, None]
+    # Nucleus, first pass: a cheap top-(FIRST_TOPK + 1); the extra rank is the tail's top.
+    n1 = min(vocab, FIRST_TOPK + 1)
+    vals, ids = torch.topk(logits, n1, dim=-1)  # sorted, descending
+    rowmax = vals[:, :1]
+    w = ws.get("w", m, vocab, torch.float64, dev)
+    w.copy_(logits).sub_(rowmax).exp_()  # float64 from here: sum and cumsum cast nothing
+    lse = rowmax.squeeze(1).double() + torch.log(w.sum(-1))
+    counts, known = _nucleus_counts(vals[:, : max(1, n1 - 1)] if n1 < vocab else vals, lse, top_p, cap)
+    top_ids = torch.zeros((m, cap), dtype=torch.int64, device=dev)
+    top_logits = torch.zeros((m, cap), dtype=torch.float32, device=dev)
+    lim = min(cap, n1)
+    top_ids[:, :lim] = ids[:, :lim]
+    top_logits[:, :lim] = vals[:, :lim]
+    tail_max = _tail_max(vals, counts)
+    wide = (~known).nonzero().squeeze(1)
+    if wide.numel():  # nuclei wider than the first pass: top-(cap + 1) for those rows only
+        vals2, ids2 = torch.topk(logits[wide], min(vocab, cap + 1), dim=-1)
+        c2, _ = _nucleus_counts(vals2, lse[wide], top_p, cap)
+        counts[wide] = c2
+        top_ids[wide] = ids2[:, :cap]
+        top_logits[wide] = vals2[:, :cap]
+        tail_max[wide] = _tail_max(vals2, c2)
 
-    # Exact keys for the candidates (the tail part of the top list).
-    cand_keys = _gumbel_keys(cand_lp, uniforms.gather(1, cand_ids)).masked_fill_(in_nucleus, float("-inf"))
-    keys, ids = cand_keys, cand_ids
-    if n_cand < vocab:
-        kappa_c = torch.topk(cand_keys, k + 1, dim=-1).values[:, k]
-        # A token outside the candidates beats kappa_c only if u < p·e^(−kappa_c)
-        # = exp(logit − rowmax) · exp(rowmax − lse − kappa_c); test it in float32 with margin.
-        log_scale = rowmax.squeeze(1).double() - lse - kappa_c
-        exact_rows = log_scale > 80.0  # float32 would overflow: such rows get every key
-        scale = torch.where(exact_rows, torch.zeros_like(log_scale), log_scale).exp().float() * 1.0001
-        maybe = torch.lt(uniforms, scaled.mul_(scale[:, None]).add_(1e-30), out=ws.get("maybe", m, vocab, torch.bool, dev))
-        maybe[exact_rows] = True
-        maybe.scatter_(1, cand_ids, False)
-        rows, cols = maybe.nonzero(as_tuple=True)
-        if rows.numel():
-            extra_keys = _gumbel_keys(logits[rows, cols].double() - lse[rows], uniforms[rows, cols])
-            per_row = torch.bincount(rows, minlength=m)
-            width = int(per_row.max())
-            slot = torch.arange(rows.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[rows]
-            pad_keys = torch.full((m, width), float("-inf"), dtype=torch.float64, device=dev)
-            pad_ids = torch.zeros((m, width), dtype=torch.int64, device=dev)
-            pad_keys[rows, slot] = extra_keys
-            pad_ids[rows, slot] = cols
-            keys = torch.cat([cand_keys, pad_keys], dim=1)
-            ids = torch.cat([cand_ids, pad_ids], dim=1)
+    # Tail weights w_i = exp(logit_i − base), the nucleus zeroed.
+    base = rowmax.squeeze(1).double()
+    deep = (torch.isfinite(tail_max) & (tail_max - rowmax.squeeze(1) < REBASE_BELOW)).nonzero().squeeze(1)
+    if deep.numel():
+        w[deep] = torch.exp(logits[deep].double() - tail_max[deep, None].double())
+        base[deep] = tail_max[deep].double()
+    in_nucleus = torch.arange(cap, device=dev)[None, :] < counts[:, None]
+    nr, nc = in_nucleus.nonzero(as_tuple=True)
+    w[nr, top_ids[nr, nc]] = 0.0
 
-    take = min(k + 1, keys.shape[1])
-    best_keys, best_pos = torch.topk(keys, take, dim=-1)
-    best_ids = ids.gather(1, best_pos)
-    finite = torch.isfinite(best_keys)
-    if take == k + 1:
-        threshold = best_keys[:, k].clone()
-        sampled_counts = finite[:, :k].sum(-1)
-    else:  # fewer tail tokens than k + 1: all of them are taken
-        threshold = torch.full((m,), float("-inf"), dtype=torch.float64, device=dev)
-        sampled_counts = finite.sum(-1)
-    sampled_ids = best_ids[:, :k]
-    sampled_logits = logits.gather(1, sampled_ids)
+    sel, have, x = _race(w, noise, k, ws)
+    threshold = torch.where(have > k, base - lse - torch.log(x), torch.full_like(x, float("-inf")))
+    sampled_ids = sel[:, :k]
     return Compressed(
         logsumexp=lse,
-        top_counts=top_counts,
-        top_ids=cand_ids[:, :cap],
-        top_logits=cand_vals[:, :cap],
-        sampled_counts=sampled_counts.long(),
+        top_counts=counts,
+        top_ids=top_ids,
+        top_logits=top_logits,
+        sampled_counts=have.clamp(max=k),
         sampled_ids=sampled_ids,
-        sampled_logits=sampled_logits,
+        sampled_logits=logits.gather(1, sampled_ids),
         threshold=threshold,
     )
+
+
+def _race(w: torch.Tensor, noise, k: int, ws: Workspace):
+    """Exponential race over tail weights w [m, V] (float64, ≥ 0): the first k+1 picks
+    (ids [m, k+1]), how many there are (≤ k+1; fewer only when the positive tail is
+    smaller), and the time x of the (k+1)-th ring in units of w.
+
+    Round 0 draws on the cumsum of w. A later round draws on what is left: a
+    coordinate t in [0, mass left) maps to t + (mass of the picks that lie
+    before it) on the same cumsum, so nothing over the vocabulary is redone.
+    Only a row whose mass left falls below MASS_FLOOR of its tail gets its picks
+    zeroed in w and a fresh cumsum (in place), which keeps every coordinate
+    well above float64 resolution.
+    """
+    m, vocab = w.shape
+    dev = w.device
+    need = k + 1
+    width = draws_per_round(k)
+    first = noise.draws(0, need + width)
+    expo = torch.log1p(-first[:, :need]).neg_().clamp_(min=1e-300)
+    u = first[:, need:]
+    sel = torch.zeros((m, need), dtype=torch.int64, device=dev)
+    have = torch.zeros(m, dtype=torch.int64, device=dev)
+    x = torch.zeros(m, dtype=torch.float64, device=dev)
+    cum = torch.cumsum(w, dim=-1, out=ws.get("cum", m, vocab, torch.float64, dev))
+    scale = cum[:, -1].clone()  # each row's tail mass: what float64 resolution is relative to
+    slots = torch.arange(need, device=dev)
+    going = scale > 0
+    rnd = 0
+    while True:
+        # Every round works on all rows (no [rows, V] copies); rows not going take nothing.
+        if rnd == 0:  # nothing taken yet
+            left0 = cum[:, -1]
+            shift = 0.0
+        else:
+            # Picks so far in vocabulary order (padding sorts last), and the gaps they leave.
+            ex_ids = torch.where(slots[None, :] < have[:, None], sel, vocab).sort(dim=1).values
+            real = ex_ids < vocab
+            ex_idx = ex_ids.clamp(max=vocab - 1)
+            ex_w = torch.where(real, w.gather(1, ex_idx), 0.0)
+            ex_incl = torch.cumsum(ex_w, 1)
+            below = torch.where(ex_idx > 0, cum.gather(1, (ex_idx - 1).clamp(min=0)), 0.0)
+            starts = torch.where(real, below - (ex_incl - ex_w), float("inf"))  # gap positions, mass-left axis
+            left0 = cum[:, -1] - ex_incl[:, -1]  # mass not yet taken
+        left0 = left0.clamp(min=0.0)
+        t = torch.minimum(u * left0[:, None], torch.nextafter(left0, torch.zeros_like(left0))[:, None])
+        if rnd:
+            before = torch.searchsorted(starts, t, right=True)  # picks lying before each coordinate
+            shift = torch.where(before > 0, ex_incl.gather(1, (before - 1).clamp(min=0)), 0.0)
+        idx = torch.searchsorted(cum, t + shift, right=True).clamp_(max=vocab - 1)
+        srt, perm = torch.sort(idx, dim=1, stable=True)
+        fresh_sorted = torch.ones_like(srt, dtype=torch.bool)
+        fresh_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
+        fresh = torch.empty_like(fresh_sorted).scatter_(1, perm, fresh_sorted)
+        fresh &= going[:, None]
+        if rnd:  # a coordinate rounded into a pick's gap
+            fresh &= ~(idx[:, :, None] == torch.where(real, ex_ids, -1)[:, None, :]).any(-1)
+        picked_w = torch.where(fresh, w.gather(1, idx), 0.0)
+        left = left0[:, None] - (torch.cumsum(picked_w, 1) - picked_w)  # tail mass left before each pick
+        rank = torch.cumsum(fresh, 1)
+        floor = MASS_FLOOR * scale
+        ok = fresh & (rank <= (need - have)[:, None]) & (left >= floor[:, None])
+        rr, cc = ok.nonzero(as_tuple=True)
+        slot = have[rr] + rank[rr, cc] - 1
+        sel[rr, slot] = idx[rr, cc]
+        x.index_add_(0, rr, expo[rr, slot] / left[rr, cc])
+        have += ok.sum(1)
+        mass_left = left0 - torch.where(ok, picked_w, 0.0).sum(1)
+        going &= have < need
+        # The difference is only good to ~1e-16 of the scale: below the floor (or ≤ 0), recount.
+        low = (going & (mass_left < floor)).nonzero().squeeze(1)
+        if low.numel():  # too little left for this cumsum's resolution: zero the picks, redo the row
+            wl = w[low]
+            wl.scatter_(1, torch.where(slots[None, :] < have[low][:, None], sel[low], sel[low][:, :1]), 0.0)
+            w[low] = wl
+            cum[low] = torch.cumsum(wl, dim=-1)
+            scale[low] = cum[low, -1]
+            going[low] &= scale[low] > 0
+        if not bool(going.any()):
+            return sel, have, x
+        rnd += 1
+        u = torch.zeros((m, width), dtype=torch.float64, device=dev)
+        rows = going.nonzero().squeeze(1)
+        u[rows] = noise.draws(rnd, width, rows)
 
 
 def inclusion_probabilities(logprobs, threshold):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from codec.logits_parquet import ExampleRecord, build_table, write_logits_parquet
 from distill.batching import plan_batches
-from distill.compress import NOISE_BLOCK, Compressed, Workspace, compress_rows, fill_uniforms
+from distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from distill.teacher import decoder_hidden, head_logits
 
 log = logging.getLogger("logit_lineage")
@@ -115,62 +115,60 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
 
     # Results stay on the device until the batch is done: one transfer per field,
     # not one synchronisation per chunk.
-    done_chunks: list[tuple[list, object]] = []
+    done_chunks: list[Compressed] = []
     for chunk in _chunks(_units(rows), settings.head_chunk_rows):
         js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])
         ts = np.concatenate([pos for _, _, pos in chunk])
         # Row for token t comes from position t−1: the distribution that predicts t.
         h = hidden[torch.from_numpy(js).to(dev), torch.from_numpy(ts - 1).to(dev)]
         logits = head_logits(model, h)
-        m, vocab = logits.shape
-        uniforms = workspace.get("uniforms", m, vocab, torch.float64, dev)
-        start = 0
-        for j, block, pos in chunk:
-            fill_uniforms(uniforms[start : start + len(pos)], settings.seed, rows[j].index, block, generator)
-            start += len(pos)
-        done_chunks.append((chunk, compress_rows(logits, uniforms, top_p=settings.top_p, cap=settings.cap,
-                                                 k=settings.sampled_n, workspace=workspace)))
+        noise = BlockNoise(settings.seed, [(rows[j].index, block, len(pos)) for j, block, pos in chunk],
+                           generator, dev)
+        done_chunks.append(compress_rows(logits, noise, top_p=settings.top_p, cap=settings.cap,
+                                         k=settings.sampled_n, workspace=workspace))
 
-    parts: list[list[dict]] = [[] for _ in rows]
-    if done_chunks:
-        fields = Compressed.__dataclass_fields__
-        out = {name: torch.cat([getattr(c, name) for _, c in done_chunks]).cpu().numpy() for name in fields}
-        start = 0
-        for chunk, _ in done_chunks:
-            for j, _, pos in chunk:
-                sl = slice(start, start + len(pos))
-                parts[j].append({name: val[sl] for name, val in out.items()} | {"positions": pos})
-                start += len(pos)
+    if not done_chunks:
+        return _records(rows, None)
+    fields = Compressed.__dataclass_fields__
+    return _records(rows, {name: torch.cat([getattr(c, name) for c in done_chunks]).cpu().numpy()
+                           for name in fields})
 
+
+def _records(rows: list[Row], out: dict[str, np.ndarray] | None) -> list[ExampleRecord]:
+    """Per-example records from a batch's per-token results (`compress_rows` fields, one
+    row per kept token, examples in order and each example's tokens in order)."""
+    lengths = np.array([len(r.kept) for r in rows], dtype=np.int64)
+    if out is None:  # no kept tokens in the batch
+        out = {"top_counts": np.zeros(0, np.int64), "sampled_counts": np.zeros(0, np.int64),
+               "top_ids": np.zeros((0, 0), np.int64), "top_logits": np.zeros((0, 0), np.float32),
+               "sampled_ids": np.zeros((0, 0), np.int64), "sampled_logits": np.zeros((0, 0), np.float32),
+               "logsumexp": np.zeros(0), "threshold": np.zeros(0)}
+    tc, sc = out["top_counts"], out["sampled_counts"]
+    top_keep = np.arange(out["top_ids"].shape[1])[None, :] < tc[:, None]
+    s_keep = np.arange(out["sampled_ids"].shape[1])[None, :] < sc[:, None]
+    flat = {"top_ids": out["top_ids"][top_keep], "top_logits": out["top_logits"][top_keep],
+            "sampled_ids": out["sampled_ids"][s_keep], "sampled_logits": out["sampled_logits"][s_keep]}
+    tok = np.concatenate([[0], np.cumsum(lengths)])
+    top_off = np.concatenate([[0], np.cumsum(tc)])[tok]
+    s_off = np.concatenate([[0], np.cumsum(sc)])[tok]
     records = []
-    for row, chunks in zip(rows, parts):
-        records.append(_record(row, chunks))
+    for j, row in enumerate(rows):
+        a, b = tok[j], tok[j + 1]
+        ta, tb, sa, sb = top_off[j], top_off[j + 1], s_off[j], s_off[j + 1]
+        records.append(ExampleRecord(
+            index=row.index,
+            positions=row.kept.astype(np.int32),
+            token_ids=row.ids[row.kept],
+            top_counts=tc[a:b],
+            top_ids=flat["top_ids"][ta:tb],
+            top_logits=flat["top_logits"][ta:tb],
+            sampled_counts=sc[a:b],
+            sampled_ids=flat["sampled_ids"][sa:sb],
+            sampled_logits=flat["sampled_logits"][sa:sb],
+            logsumexp=out["logsumexp"][a:b],
+            threshold=out["threshold"][a:b],
+        ))
     return records
-
-
-def _record(row: Row, chunks: list[dict]) -> ExampleRecord:
-    if not chunks:
-        z = np.zeros(0)
-        return ExampleRecord(row.index, z.astype(np.int32), z.astype(np.int64), z.astype(np.int64),
-                             z.astype(np.int64), z.astype(np.float32), z.astype(np.int64), z.astype(np.int64),
-                             z.astype(np.float32), z.astype(np.float64), z.astype(np.float64))
-    cat = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-    tc, sc = cat["top_counts"], cat["sampled_counts"]
-    top_keep = np.arange(cat["top_ids"].shape[1])[None, :] < tc[:, None]
-    s_keep = np.arange(cat["sampled_ids"].shape[1])[None, :] < sc[:, None]
-    return ExampleRecord(
-        index=row.index,
-        positions=cat["positions"].astype(np.int32),
-        token_ids=row.ids[cat["positions"]],
-        top_counts=tc,
-        top_ids=cat["top_ids"][top_keep],
-        top_logits=cat["top_logits"][top_keep],
-        sampled_counts=sc,
-        sampled_ids=cat["sampled_ids"][s_keep],
-        sampled_logits=cat["sampled_logits"][s_keep],
-        logsumexp=cat["logsumexp"],
-        threshold=cat["threshold"],
-    )
 
 
 def _fingerprint(meta_params: dict, rows: list[Row], batches) -> str:

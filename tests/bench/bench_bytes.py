@@ -23,8 +23,8 @@ from benchlib import Result, fmt_bytes
 from codec.indices import high_bits_for_vocab
 from codec.logits_parquet import build_table, write_logits_parquet
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
-from distill.compress import NOISE_BLOCK, Workspace, compress_rows, fill_uniforms
-from distill.extract import ExtractionSettings, Row, StopFlag, _record, extract_shard
+from distill.compress import BlockNoise, Workspace, compress_rows
+from distill.extract import ExtractionSettings, Row, StopFlag, _records, extract_shard
 from workloads import embed_rows, zipf_logits
 
 BENCH = "2 bytes/token"
@@ -59,12 +59,9 @@ def encode_examples(logit_blocks, vocab: int, path) -> tuple[int, int, float]:
     for e, logits in enumerate(logit_blocks):
         m = logits.shape[0]
         row = Row(e, rng.integers(0, vocab, m + 1), np.arange(1, m + 1))
-        uniforms = ws.get("uniforms", m, vocab, torch.float64, logits.device)
-        for b in range(0, m, NOISE_BLOCK):
-            fill_uniforms(uniforms[b : b + NOISE_BLOCK], SEED, e, b // NOISE_BLOCK, gen)
-        c = compress_rows(logits, uniforms, top_p=TOP_P, cap=CAP, k=SAMPLED_N, workspace=ws)
-        chunk = {name: getattr(c, name).numpy() for name in c.__dataclass_fields__} | {"positions": row.kept}
-        records.append(_record(row, [chunk]))
+        noise = BlockNoise.for_example(SEED, e, m, gen, logits.device)
+        c = compress_rows(logits, noise, top_p=TOP_P, cap=CAP, k=SAMPLED_N, workspace=ws)
+        records += _records([row], {name: getattr(c, name).numpy() for name in c.__dataclass_fields__})
         tokens += m
         nucleus.append(c.top_counts.numpy())
     write_logits_parquet(path, build_table(records, vocab), params(vocab))

@@ -8,7 +8,7 @@ repo's scripts/ — and times, over the same token-budget batches of synthetic
 sequences (log-normal lengths, the second half of each sequence kept, as an
 assistant reply would be):
   ours  distill.extract.compress_batch (forward, lm head on kept positions,
-        uniforms, compress_rows, records back on the CPU);
+        compress_rows with its block noise, records back on the CPU);
   bare  the same padded batches through decoder_hidden + head_logits on the same
         kept positions and chunks, nothing else.
 Passes alternate (bare, ours, ours, bare, …); figures are medians. It runs once
@@ -112,7 +112,7 @@ def timed_pass(fn, dev) -> float:
     return time.perf_counter() - t0
 
 
-PATCHED = ("decoder_hidden", "head_logits", "fill_uniforms", "compress_rows", "_record")
+PATCHED = ("decoder_hidden", "head_logits", "compress_rows", "_records")
 
 
 def breakdown(fn, dev) -> dict[str, float]:

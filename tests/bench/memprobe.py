@@ -22,18 +22,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchlib import peak_since_reset, reset_peak  # noqa: E402
-from distill.compress import NOISE_BLOCK, Workspace, compress_rows, fill_uniforms  # noqa: E402
+from distill.compress import BlockNoise, Workspace, compress_rows  # noqa: E402
 from seed_reference import seed_compress_block  # noqa: E402
 
 
 def project_call(logits: torch.Tensor, spec: dict, gen: torch.Generator):
-    """What extraction does per chunk: fill the block uniforms into the workspace, compress."""
-    ws = Workspace()
-    m, vocab = logits.shape
-    uniforms = ws.get("uniforms", m, vocab, torch.float64, logits.device)
-    for b in range(0, m, NOISE_BLOCK):
-        fill_uniforms(uniforms[b : b + NOISE_BLOCK], spec["seed"], 0, b // NOISE_BLOCK, gen)
-    return compress_rows(logits, uniforms, top_p=spec["top_p"], cap=spec["cap"], k=spec["k"], workspace=ws)
+    """What extraction does per chunk: compress with the chunk's block noise."""
+    noise = BlockNoise.for_example(spec["seed"], 0, logits.shape[0], gen, logits.device)
+    return compress_rows(logits, noise, top_p=spec["top_p"], cap=spec["cap"], k=spec["k"], workspace=Workspace())
 
 
 def seed_call(logits: torch.Tensor, spec: dict, gen: torch.Generator):

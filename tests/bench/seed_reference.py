@@ -13,13 +13,10 @@ with it:
 5. Gumbel-max in log space, float64, over the whole vocabulary with the nucleus
    set to -inf, from a [rows, vocab] float64 draw of uniforms; top-k of the keys.
 
-Two switches exist only for the agreement check (they change no cost):
-- `inclusive=True` uses the spec's nucleus rule (the token that crosses top_p is
-  included; the seed's `cumsum <= top_p` leaves it out);
-- Gumbel noise is G = -log(-log(1 - u)), the same map from u to Gumbel noise
-  as the project's sampler, so that both methods given the same uniforms must
-  draw the same tail tokens. (The seed writes -log(-log(u)); 1 - u is uniform
-  too, and the cost is the same.)
+`inclusive=True` exists only for the agreement check (it changes no cost): the
+spec's nucleus rule (the token that crosses top_p is included; the seed's
+`cumsum <= top_p` leaves it out). Gumbel noise is G = -log(-log(1 - u)) (the
+seed writes -log(-log(u)); 1 - u is uniform too, and the cost is the same).
 """
 from __future__ import annotations
 
