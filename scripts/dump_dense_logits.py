@@ -20,11 +20,9 @@ import torch
 
 from analysis.dense import dense_logits, sample_tokens
 from codec.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
-from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
-from distill.data import load_conversations
-from distill.inputs import mask_options, shard_rows, source_options
-from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
+from distill.inputs import load_shard_rows, source_options
+from distill.teacher import check_head_matches_forward, load_teacher
 
 
 @click.command(help=__doc__)
@@ -54,11 +52,10 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     if threads:
         torch.set_num_threads(threads)
     started = time.monotonic()
-    shard = read_shard_rows(shard_path).to_pandas()
-    tokenizer = load_tokenizer(teacher, revision, chat_template)
-    ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
-    opts = mask_options(exclude_think, exclude_eot, eot_tokens)
-    rows = shard_rows(shard_path, shard, tokenizer, ds, messages_column, opts, dataset)
+    tokenizer, rows = load_shard_rows(
+        shard_path, teacher=teacher, revision=revision, chat_template=chat_template, dataset=dataset, split=split,
+        dataset_config=dataset_config, messages_column=messages_column, limit=limit, exclude_think=exclude_think,
+        exclude_eot=exclude_eot, eot_tokens=eot_tokens)
     picks = sample_tokens(rows, n_tokens, seed, stream)
     log.info("%s: sampled %d of %d kept tokens from %d examples", shard_path, len(picks),
              sum(len(r.kept) for r in rows), len({p.row for p in picks}))

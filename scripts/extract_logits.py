@@ -19,12 +19,10 @@ import click
 import torch
 
 from codec.indices import high_bits_for_vocab
-from codec.lengths import read_shard_rows
 from common.cli import log, main_guard
-from distill.data import load_conversations
 from distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
-from distill.inputs import mask_options, shard_rows, source_options
-from distill.teacher import check_head_matches_forward, load_teacher, load_tokenizer
+from distill.inputs import load_shard_rows, source_options
+from distill.teacher import check_head_matches_forward, load_teacher
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 
@@ -61,11 +59,10 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     stop = StopFlag(None if max_runtime_minutes is None else max_runtime_minutes * 60)
     stop.install()
     started = time.monotonic()
-    shard = read_shard_rows(shard_path).to_pandas()
-    tokenizer = load_tokenizer(teacher, revision, chat_template)
-    ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
-    opts = mask_options(exclude_think, exclude_eot, eot_tokens)
-    rows = shard_rows(shard_path, shard, tokenizer, ds, messages_column, opts, dataset)
+    tokenizer, rows = load_shard_rows(
+        shard_path, teacher=teacher, revision=revision, chat_template=chat_template, dataset=dataset, split=split,
+        dataset_config=dataset_config, messages_column=messages_column, limit=limit, exclude_think=exclude_think,
+        exclude_eot=exclude_eot, eot_tokens=eot_tokens)
     for row in rows[:verify_rows]:
         text = "".join(f"[{tokenizer.decode(int(row.ids[t]))}]" for t in row.kept)
         log.info("mask check, row %d: %d of %d tokens kept: %s", row.index, len(row.kept), len(row.ids), text)

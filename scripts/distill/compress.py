@@ -21,14 +21,18 @@ pick and E'_j are fresh Exp(1) draws. So κ = −log x, and the joint law of
 costs one float64 cumsum over the vocabulary plus ~2(k+1) random numbers.
 
 Picks come from inverse-CDF draws with replacement on the cumsum, keeping
-first occurrences (that is sampling without replacement, exactly); a row that
+first occurrences (that is sampling without replacement, exactly). A row that
 has not got k+1 distinct picks from its draws (a tail dominated by a few
-tokens) zeroes what it took, recomputes its cumsum and draws again, so every
-round adds a token. Remaining masses M_j are differences of float64 sums; a
-pick is deferred to a fresh round when M_j falls below 1e-6 of the round's
-total, so M_j keeps ≥ 10 significant digits. Tail weights are float32
-exp(logit − base) (base: the row max, or the tail's top logit for rows whose
-tail lies more than 60 nats below it), i.e. as exact as the float32 logits.
+tokens) draws again on what is left: a coordinate in [0, mass left) maps onto
+the same cumsum past the gaps of its picks, so every round adds a token and
+nothing over the vocabulary is redone. Remaining masses M_j are differences of
+float64 sums; when one falls below 1e-6 of the row's tail mass, the row's
+picks are zeroed and its cumsum recomputed, so M_j keeps ≥ 10 significant
+digits. Tail weights are float64 exp(logit − base), base the row max (or the
+tail's top logit where the tail lies more than 600 nats below it, beyond
+float64's range). Only tokens below the cumsum's resolution (each < ~1e-16 of
+the tail's mass) are drawn with distorted odds; together they hold < V·1e-16
+of it, so a sample meets one with probability ~k·V·1e-16 (< 1e-9).
 
 Random numbers come from a generator seeded per (seed, example, block of 64
 kept tokens, round), so the sample depends on the example, never on the batch.
@@ -254,7 +258,7 @@ def _race(w: torch.Tensor, noise, k: int, ws: Workspace):
     u = first[:, need:]
     sel = torch.zeros((m, need), dtype=torch.int64, device=dev)
     have = torch.zeros(m, dtype=torch.int64, device=dev)
-    x = torch.zeros(m, dtype=torch.float64, device=dev)
+    gaps = torch.zeros((m, need), dtype=torch.float64, device=dev)  # E'_j / M_j, one slot per pick
     cum = torch.cumsum(w, dim=-1, out=ws.get("cum", m, vocab, torch.float64, dev))
     scale = cum[:, -1].clone()  # each row's tail mass: what float64 resolution is relative to
     slots = torch.arange(need, device=dev)
@@ -296,7 +300,7 @@ def _race(w: torch.Tensor, noise, k: int, ws: Workspace):
         rr, cc = ok.nonzero(as_tuple=True)
         slot = have[rr] + rank[rr, cc] - 1
         sel[rr, slot] = idx[rr, cc]
-        x.index_add_(0, rr, expo[rr, slot] / left[rr, cc])
+        gaps[rr, slot] = expo[rr, slot] / left[rr, cc]
         have += ok.sum(1)
         mass_left = left0 - torch.where(ok, picked_w, 0.0).sum(1)
         going &= have < need
@@ -310,7 +314,7 @@ def _race(w: torch.Tensor, noise, k: int, ws: Workspace):
             scale[low] = cum[low, -1]
             going[low] &= scale[low] > 0
         if not bool(going.any()):
-            return sel, have, x
+            return sel, have, gaps.sum(1)  # a fixed order: the same bits on any device and chunking
         rnd += 1
         u = torch.zeros((m, width), dtype=torch.float64, device=dev)
         rows = going.nonzero().squeeze(1)

@@ -67,3 +67,17 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
                 " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
         rows.append(Row(int(index), ids, kept))
     return rows
+
+
+def load_shard_rows(shard_path, *, teacher, revision, chat_template, dataset, split, dataset_config,
+                    messages_column, limit, exclude_think, exclude_eot, eot_tokens):
+    """(tokenizer, rows) of one shard, from `source_options` values, checked against the lengths table."""
+    from codec.lengths import read_shard_rows
+    from distill.data import load_conversations
+    from distill.teacher import load_tokenizer
+
+    shard = read_shard_rows(shard_path).to_pandas()
+    tokenizer = load_tokenizer(teacher, revision, chat_template)
+    ds = load_conversations(dataset, split=split, config=dataset_config, column=messages_column, limit=limit)
+    opts = mask_options(exclude_think, exclude_eot, eot_tokens)
+    return tokenizer, shard_rows(shard_path, shard, tokenizer, ds, messages_column, opts, dataset)

@@ -131,7 +131,7 @@ def real_size_case(ctx: BenchContext, kept_tokens: int = 256) -> Result:
     timing = paired_times(bare, ours, ctx.repeats)
     overhead = timing.ratio_b_over_a - 1.0
     return Result(BENCH, f"0.5B teacher V={vocab:,}", "kept tokens/s", fmt_rate(tokens / timing.b_med),
-                  fmt_rate(tokens / timing.a_med) + " bare", f"+{overhead:.0%} time", "overhead ≤ 15% on CPU",
+                  fmt_rate(tokens / timing.a_med) + " bare", f"{overhead:+.0%} time", "overhead ≤ 15% on CPU",
                   overhead <= 0.15,
                   f"Qwen2-0.5B shape (gpu_extraction.py), random weights rescaled to logit std 8, float32; "
                   f"{len(rows)} synthetic sequences, {tokens} kept tokens, {len(batches)} batch(es)")
@@ -164,7 +164,7 @@ def run(ctx: BenchContext) -> list[Result]:
     # below). This toy's whole forward costs about as much per kept token as reading its
     # vocabulary a few times, so its row shows the figure and the floor, with no target.
     out = [Result(BENCH, f"demo teacher V={vocab:,}", "kept tokens/s", fmt_rate(tokens / timing.b_med),
-                  fmt_rate(tokens / timing.a_med) + " bare", f"+{overhead:.0%} time",
+                  fmt_rate(tokens / timing.a_med) + " bare", f"{overhead:+.0%} time",
                   f"none (toy; float64 lse alone: +{least:.0%})", None,
                   f"{len(rows)} examples, {tokens:,} kept tokens of {positions:,} computed positions, "
                   f"{len(batches)} batches (budget {TOKEN_BUDGET}), {torch.get_num_threads()} threads; "
