@@ -39,6 +39,7 @@ kept tokens, round), so the sample depends on the example, never on the batch.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
@@ -108,8 +109,6 @@ class BlockNoise:
         out = torch.empty((self.m, width), dtype=torch.float64, device=self.device)
         wanted = None
         if rows is not None:  # only the blocks holding these rows
-            import bisect
-
             wanted = {bisect.bisect_right(self.starts, int(r)) - 1 for r in rows.tolist()}
         for u, ((example, block, n), start) in enumerate(zip(self.units, self.starts)):
             if wanted is not None and u not in wanted:
