@@ -10,9 +10,9 @@ import click
 import pyarrow.parquet as pq
 import torch
 
-from common.atomic import atomic_dir
-from common.cli import log, main_guard
-from demo.teacher import build_model, render, train, train_tokenizer
+from logit_lineage.common.atomic import atomic_dir
+from logit_lineage.common.cli import log, main_guard
+from logit_lineage.demo.teacher import build_model, render, train, train_tokenizer
 
 
 @click.command(help=__doc__)

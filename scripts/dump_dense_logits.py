@@ -18,11 +18,11 @@ import time
 import click
 import torch
 
-from analysis.dense import dense_logits, sample_tokens
-from codec.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
-from common.cli import log, main_guard
-from distill.inputs import load_shard_rows, source_options
-from distill.teacher import check_head_matches_forward, load_teacher
+from logit_lineage.fidelity.dense import dense_logits, sample_tokens
+from logit_lineage.formats.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
+from logit_lineage.common.cli import log, main_guard
+from logit_lineage.distill.inputs import load_shard_rows, source_options
+from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 
 
 @click.command(help=__doc__)

@@ -6,14 +6,14 @@ import logging
 import click
 import numpy as np
 
-from codec.expert_logits import read_npz
-from codec.longtail_data import read_classes
-from common.atomic import write_json
-from common.cli import main_guard
-from common.errors import LineageError
-from longtail.config import parse_json
-from longtail.evaluate import METHODS, rejection_spec, evaluate_predictor
-from longtail.gating import softmax
+from logit_lineage.experts.logits_npz import read_npz
+from logit_lineage.experts.data_file import read_classes
+from logit_lineage.common.atomic import write_json
+from logit_lineage.common.cli import main_guard
+from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.config import parse_json
+from logit_lineage.experts.evaluate import METHODS, rejection_spec, evaluate_predictor
+from logit_lineage.experts.gating import softmax
 
 log = logging.getLogger("logit_lineage")
 

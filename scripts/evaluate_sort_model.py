@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from common.cli import main_guard
+from logit_lineage.common.cli import main_guard
 
 
 @click.command(help=__doc__)
@@ -30,10 +30,10 @@ from common.cli import main_guard
 def main(checkpoint, output, samples_per_length, batch_size, eval_seed, test_min_k, test_max_k, device, threads):
     import torch
 
-    from codec.sort_eval import write_eval
-    from common.errors import LineageError
-    from sortgpt.evaluate import evaluate_checkpoint
-    from sortgpt.train import resolve_device
+    from logit_lineage.sortgrid.eval_file import write_eval
+    from logit_lineage.common.errors import LineageError
+    from logit_lineage.sortgrid.evaluate import evaluate_checkpoint
+    from logit_lineage.sortgrid.train import resolve_device
 
     if (test_min_k is None) != (test_max_k is None):
         raise LineageError("give both --test-min-k and --test-max-k, or neither")

@@ -13,10 +13,10 @@ import json
 import click
 import numpy as np
 
-from codec.logits_parquet import LogitsShard
-from common.cli import main_guard
-from common.errors import LineageError
-from distill.reader import colour_view, nucleus_stats, token_distributions
+from logit_lineage.formats.logits import LogitsShard
+from logit_lineage.common.cli import main_guard
+from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.reader import colour_view, nucleus_stats, token_distributions
 
 
 @click.command(help=__doc__)
@@ -51,7 +51,7 @@ def main(parquet, row, n_tokens, top, teacher, stats, as_json, plain):
     dists = token_distributions(ex)
     decode = str
     if teacher:
-        from distill.teacher import load_tokenizer
+        from logit_lineage.distill.teacher import load_tokenizer
 
         tok = load_tokenizer(teacher)
         decode = lambda i: tok.decode([int(i)])  # noqa: E731

@@ -18,11 +18,11 @@ import time
 import click
 import torch
 
-from codec.indices import high_bits_for_vocab
-from common.cli import log, main_guard
-from distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
-from distill.inputs import load_shard_rows, source_options
-from distill.teacher import check_head_matches_forward, load_teacher
+from logit_lineage.formats.indices import high_bits_for_vocab
+from logit_lineage.common.cli import log, main_guard
+from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
+from logit_lineage.distill.inputs import load_shard_rows, source_options
+from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from common.cli import main_guard
+from logit_lineage.common.cli import main_guard
 
 
 @click.command(help=__doc__)
@@ -27,11 +27,11 @@ from common.cli import main_guard
 def main(checkpoint, convert_to):
     import torch
 
-    from codec.checkpoint_layout import LAYOUT_DESCRIPTIONS, VOCAB_KEY_RE, detect_layout, strip_wrapper_prefixes, to_fused
-    from codec.checkpoint_names import parse_checkpoint_name
-    from codec.sort_checkpoint import find_state_dict, load_torch_file
-    from common.atomic import atomic_path
-    from common.errors import LineageError
+    from logit_lineage.formats.checkpoint_layout import LAYOUT_DESCRIPTIONS, VOCAB_KEY_RE, detect_layout, strip_wrapper_prefixes, to_fused
+    from logit_lineage.sortgrid.names import parse_checkpoint_name
+    from logit_lineage.sortgrid.checkpoint import find_state_dict, load_torch_file
+    from logit_lineage.common.atomic import atomic_path
+    from logit_lineage.common.errors import LineageError
 
     obj = load_torch_file(checkpoint)
     key, state = find_state_dict(obj, checkpoint)

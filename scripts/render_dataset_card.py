@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import click
 
-from codec.hub_card import write_card
-from common.cli import main_guard
-from common.errors import LineageError
-from hub.card import card_body, card_metadata, summarize_shards
-from hub.naming import shard_index
-from hub.settings import HubSettings
+from logit_lineage.hub.card_file import write_card
+from logit_lineage.common.cli import main_guard
+from logit_lineage.common.errors import LineageError
+from logit_lineage.hub.card import card_body, card_metadata, summarize_shards
+from logit_lineage.hub.naming import shard_index
+from logit_lineage.hub.settings import HubSettings
 
 
 @click.command(help=__doc__)

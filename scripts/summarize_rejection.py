@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from common.atomic import atomic_path, write_json, write_text
-from common.cli import main_guard
-from common.errors import LineageError
-from longtail.report import plot_risk_coverage, summary_rows, table_tsv
+from logit_lineage.common.atomic import atomic_path, write_json, write_text
+from logit_lineage.common.cli import main_guard
+from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.report import plot_risk_coverage, summary_rows, table_tsv
 
 log = logging.getLogger("logit_lineage")
 REQUIRED = ("predictor", "methods")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from common.cli import main_guard
+from logit_lineage.common.cli import main_guard
 
 
 @click.command(help=__doc__)
@@ -24,9 +24,9 @@ from common.cli import main_guard
 @click.option("--plot", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
 @main_guard
 def main(evaluations, table, summary, plot):
-    from codec.sort_eval import read_eval
-    from codec.sort_table import SUMMARY_COLUMNS, TABLE_COLUMNS, per_k_columns, write_csv
-    from sortgpt.table import plot_grid, summary_rows, table_rows
+    from logit_lineage.sortgrid.eval_file import read_eval
+    from logit_lineage.sortgrid.table_file import SUMMARY_COLUMNS, TABLE_COLUMNS, per_k_columns, write_csv
+    from logit_lineage.sortgrid.table import plot_grid, summary_rows, table_rows
 
     records = [(str(p), read_eval(p)) for p in evaluations]
     rows, ks = table_rows(records)

@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from codec.expert_checkpoint import save_checkpoint
-from codec.expert_logits import SPLITS, write_npz
-from codec.longtail_data import read_classes
-from common.atomic import write_json
-from common.cli import main_guard
-from longtail.config import build, check_expert_names, parse_json
-from longtail.gating import GatingTrain, apply_gating, feature_names, spec_dict, train_gating
-from longtail.stack import balanced_group_error, load_stack
+from logit_lineage.experts.checkpoint import save_checkpoint
+from logit_lineage.experts.logits_npz import SPLITS, write_npz
+from logit_lineage.experts.data_file import read_classes
+from logit_lineage.common.atomic import write_json
+from logit_lineage.common.cli import main_guard
+from logit_lineage.experts.config import build, check_expert_names, parse_json
+from logit_lineage.experts.gating import GatingTrain, apply_gating, feature_names, spec_dict, train_gating
+from logit_lineage.experts.stack import balanced_group_error, load_stack
 
 log = logging.getLogger("logit_lineage")
 MODEL_KEYS = ("hidden", "dropout")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import click
 
-from codec.checkpoint_names import parse_checkpoint_name
-from codec.sort_grid_tree import parse_checkpoint_path
-from common.cli import main_guard
-from common.errors import LineageError
+from logit_lineage.sortgrid.names import parse_checkpoint_name
+from logit_lineage.sortgrid.tree import parse_checkpoint_path
+from logit_lineage.common.cli import main_guard
+from logit_lineage.common.errors import LineageError
 
 
 def _run_of(final: Path, seed: int | None):
@@ -61,7 +61,7 @@ def main(final_path, intermediate_paths, seed, batch_size, learning_rate, min_lr
          weight_decay, grad_clip, device, threads, log_every):
     import torch
 
-    from sortgpt.train import TrainSettings, resolve_device, train_run
+    from logit_lineage.sortgrid.train import TrainSettings, resolve_device, train_run
 
     name, seed, extra = _run_of(final_path, seed)
     if name.prefix != "Final":

@@ -18,13 +18,13 @@ import dataclasses
 
 import click
 
-from common.atomic import write_json
-from common.cli import main_guard
-from hub.naming import path_in_repo, shard_index
-from hub.retry import RetryPolicy
-from hub.settings import HubSettings
-from hub.target import make_api, make_target, secure_logging
-from hub.verify import Expected, verify_repo
+from logit_lineage.common.atomic import write_json
+from logit_lineage.common.cli import main_guard
+from logit_lineage.hub.naming import path_in_repo, shard_index
+from logit_lineage.hub.retry import RetryPolicy
+from logit_lineage.hub.settings import HubSettings
+from logit_lineage.hub.target import make_api, make_target, secure_logging
+from logit_lineage.hub.verify import Expected, verify_repo
 
 
 @click.command(help=__doc__)

@@ -108,9 +108,6 @@ def bench_ctx():
       BENCH_SHARDS                   shard counts of the dry-run benchmark (default 100,1000,10000)
       BENCH_MARKDOWN                 also write the table as markdown to this path
     """
-    bench_dir = str(REPO / "tests" / "bench")
-    if bench_dir not in sys.path:
-        sys.path.insert(0, bench_dir)
     from benchlib import format_table, machine_info, markdown_table
     from context import BenchContext
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from safetensors import safe_open
 
-from codec.dense_dump import DenseDump, DenseEntry, write_dense_dump
-from codec.expert_checkpoint import load_checkpoint, save_checkpoint
-from codec.safetensors_file import save_sorted
-from codec.sort_checkpoint import save_sort_checkpoint
+from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, write_dense_dump
+from logit_lineage.experts.checkpoint import load_checkpoint, save_checkpoint
+from logit_lineage.formats.safetensors_file import save_sorted
+from logit_lineage.sortgrid.checkpoint import save_sort_checkpoint
 
 
 def test_safetensors_header_is_canonical(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distill.compress import BlockNoise, RandomNoise, block_seed, compress_rows, reference_compress_row
+from logit_lineage.distill.compress import BlockNoise, RandomNoise, block_seed, compress_rows, reference_compress_row
 
 
 @settings(max_examples=40, deadline=None)

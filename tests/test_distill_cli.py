@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codec.logits_parquet import LogitsShard
+from logit_lineage.formats.logits import LogitsShard
 from conftest import SCRIPTS, run_script, subprocess_env
 
 SCRIPT_NAMES = ["make_demo_dataset.py", "build_demo_teacher.py", "compute_lengths.py", "make_shards.py", "select_shard.py",

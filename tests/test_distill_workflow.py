@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from codec.logits_parquet import LogitsShard
+from logit_lineage.formats.logits import LogitsShard
 from conftest import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow

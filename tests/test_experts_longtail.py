@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from common.errors import LineageError
-from longtail.data import GeneratorSpec, class_counts, classes_info, generate
-from longtail.evaluate import evaluate_predictor, RejectionSpec, rejection_spec
-from longtail.gating import class_balance_weights, feature_names, gating_features, mixture_log_probs
-from longtail.losses import logit_shift, make_loss
-from longtail.rejection import (
+from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.data import GeneratorSpec, class_counts, classes_info, generate
+from logit_lineage.experts.evaluate import evaluate_predictor, RejectionSpec, rejection_spec
+from logit_lineage.experts.gating import class_balance_weights, feature_names, gating_features, mixture_log_probs
+from logit_lineage.experts.losses import logit_shift, make_loss
+from logit_lineage.experts.rejection import (
     apply_rule, chow_weights, fit_plugin, fit_worst_group, group_view, mu_candidates,
 )
-from longtail.selective import aurc, group_errors
+from logit_lineage.experts.selective import aurc, group_errors
 
 
 # --- data -----------------------------------------------------------------------------
@@ -280,8 +280,8 @@ def test_schema_defaults_match_the_code_defaults():
     import yaml
 
     from conftest import REPO
-    from longtail.expert import ExpertSpec, TrainSpec
-    from longtail.gating import GatingSpec, GatingTrain
+    from logit_lineage.experts.expert import ExpertSpec, TrainSpec
+    from logit_lineage.experts.gating import GatingSpec, GatingTrain
 
     props = yaml.safe_load((REPO / "workflow/schemas/experts.schema.yaml").read_text())["properties"]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from codec.expert_logits import read_npz
+from logit_lineage.experts.logits_npz import read_npz
 from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from codec.dense_dump import DenseEntry, dump_paths, write_dense_dump
+from logit_lineage.formats.dense_dump import DenseEntry, dump_paths, write_dense_dump
 from conftest import run_script
 
 SCRIPTS = ("dump_dense_logits.py", "analyze_divergence.py", "fidelity_report.py")

@@ -9,9 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import codec.dense_dump as dd
-from codec.dense_dump import DenseDump, DenseEntry, dump_paths, load_dense_dump, read_summary, write_dense_dump
-from common.errors import LineageError
+import logit_lineage.formats.dense_dump as dd
+from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, dump_paths, load_dense_dump, read_summary, write_dense_dump
+from logit_lineage.common.errors import LineageError
 
 VOCAB = 37
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.divergence import (
+from logit_lineage.fidelity.divergence import (
     analyze_divergence,
     calculate_js_divergence,
     calculate_kl_divergence,
@@ -20,7 +20,7 @@ from analysis.divergence import (
     top1_changed,
     topk_overlap,
 )
-from codec.dense_dump import DenseEntry
+from logit_lineage.formats.dense_dump import DenseEntry
 
 # p = (0.5, 0.5), q = (0.9, 0.1), m = (0.7, 0.3); by hand:
 # KL(p‖q) = ½ ln(5/9) + ½ ln 5 = ½ ln(25/9)                 = 0.510826

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.fidelity import (
+from logit_lineage.fidelity.fidelity import (
     estimate_expectation,
     log_softmax,
     nucleus_only_expectation,
@@ -16,7 +16,7 @@ from analysis.fidelity import (
     token_metrics,
     top_k_only_expectation,
 )
-from distill.compress import RandomNoise, compress_rows
+from logit_lineage.distill.compress import RandomNoise, compress_rows
 
 VOCAB, TOP_P, CAP, K, SEEDS = 600, 0.9, 40, 8, 3000
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from codec.dense_dump import DenseDump
-from codec.fidelity_metrics import read_fidelity_report, read_shard_fidelity
+from logit_lineage.formats.dense_dump import DenseDump
+from logit_lineage.fidelity.metrics_file import read_fidelity_report, read_shard_fidelity
 from conftest import run_snakemake
 
 REPORT = "results/fidelity/fidelity_report.json"

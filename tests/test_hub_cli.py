@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from codec.hub_card import read_card
-from codec.hub_receipt import read_receipt
+from logit_lineage.hub.card_file import read_card
+from logit_lineage.hub.receipt import read_receipt
 from conftest import SCRIPTS, run_script, subprocess_env
 from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 from hubserver.shards import make_shards

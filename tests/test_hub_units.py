@@ -9,14 +9,14 @@ import pytest
 import yaml
 from hypothesis import given, settings as hsettings, strategies as st
 
-from codec.hub_card import parse_card, read_card, render_card, write_card
-from codec.hub_receipt import make_receipt, read_receipt, write_receipt
-from common.errors import LineageError
+from logit_lineage.hub.card_file import parse_card, read_card, render_card, write_card
+from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
+from logit_lineage.common.errors import LineageError
 from conftest import REPO
-from hub import naming
-from hub.retry import RetryPolicy, describe, is_transient
-from hub.settings import HubSettings
-from hub.target import public_endpoint, redact
+from logit_lineage.hub import naming
+from logit_lineage.hub.retry import RetryPolicy, describe, is_transient
+from logit_lineage.hub.settings import HubSettings
+from logit_lineage.hub.target import public_endpoint, redact
 
 SHA = "ab" * 32
 TARGET = {"repo_id": "org/logits", "repo_type": "dataset", "revision": "main", "endpoint": "https://hub.example"}
@@ -262,12 +262,12 @@ def test_presigned_query_strings_are_cut_from_messages():
 def test_log_records_are_scrubbed(monkeypatch, caplog):
     import logging
 
-    from hub.target import secure_logging
+    from logit_lineage.hub.target import secure_logging
 
     monkeypatch.setenv("HF_TOKEN", "hf_logsecretvalue")
     secure_logging()
     handler = caplog.handler
-    from hub.target import _ScrubFilter
+    from logit_lineage.hub.target import _ScrubFilter
     handler.addFilter(_ScrubFilter())
     logging.getLogger("huggingface_hub.utils._http").warning(
         "HTTP Error 500 thrown while requesting PUT %s", "https://s3.example/x?X-Amz-Signature=zzz hf_logsecretvalue")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec.checkpoint_layout import (
+from logit_lineage.formats.checkpoint_layout import (
     MEDIUM,
     SMALL,
     adapt_to_target,
@@ -19,8 +19,8 @@ from codec.checkpoint_layout import (
     to_fused,
     to_split,
 )
-from common.errors import LineageError
-from sortgpt.model import SortGPT, SortModelConfig
+from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.model import SortGPT, SortModelConfig
 
 
 def _sort_model(n_layers=1, use_mlp=False, use_layernorm=True, d=16, vocab_n=10, seed=0):

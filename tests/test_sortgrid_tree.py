@@ -7,8 +7,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from codec.checkpoint_names import parse_checkpoint_name
-from codec.sort_grid_tree import (
+from logit_lineage.sortgrid.names import parse_checkpoint_name
+from logit_lineage.sortgrid.tree import (
     DYNAMIC_TASKS,
     FIXED_TASKS,
     checkpoint_relpath,
@@ -18,9 +18,9 @@ from codec.sort_grid_tree import (
     task_id,
     task_spec,
 )
-from common.errors import LineageError
+from logit_lineage.common.errors import LineageError
 from conftest import REPO
-from sortgpt.grid import expand_grid
+from logit_lineage.sortgrid.grid import expand_grid
 
 SCHEMA = REPO / "workflow" / "schemas" / "sortgrid.schema.yaml"
 

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from codec.sort_checkpoint import CHECKPOINT_KEYS
-from codec.sort_table import read_csv
+from logit_lineage.sortgrid.checkpoint import CHECKPOINT_KEYS
+from logit_lineage.sortgrid.table_file import read_csv
 from conftest import REPO, TINY_CONFIGS, run_snakemake
 
 pytestmark = pytest.mark.workflow

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from distill.compress import Workspace
-from distill.extract import ExtractionSettings, Row, compress_batch
-from distill.teacher import decoder_hidden, head_logits
+from logit_lineage.distill.compress import Workspace
+from logit_lineage.distill.extract import ExtractionSettings, Row, compress_batch
+from logit_lineage.distill.teacher import decoder_hidden, head_logits
 
 V = 32
 

@@ -22,7 +22,7 @@ import torch
 
 from benchlib import Result, fmt_bytes, fmt_rate, paired_times, peak_rss_delta
 from context import CAP, SAMPLED_N, SEED, TOP_P, VOCABS, BenchContext
-from distill.compress import BlockNoise, Workspace, compress_rows
+from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
 from seed_reference import seed_compress, seed_compress_block, seed_uniforms
 from workloads import embed_rows, nucleus_sizes, rows_per_chunk, zipf_logits
 

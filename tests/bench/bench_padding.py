@@ -19,7 +19,7 @@ import numpy as np
 
 from benchlib import Result
 from context import BenchContext
-from distill.batching import balanced_cuts, padding_fraction, plan_batches
+from logit_lineage.distill.batching import balanced_cuts, padding_fraction, plan_batches
 from workloads import lognormal_lengths
 
 BENCH = "3 padding waste"

@@ -9,12 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for p in (str(REPO / "scripts"), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from benchlib import Result  # noqa: E402
-from workloads import DemoAssets, demo_logit_rows, demo_rows, load_demo  # noqa: E402
+from benchlib import Result
+from workloads import DemoAssets, demo_logit_rows, demo_rows, load_demo
 
 TOP_P, CAP, SAMPLED_N, SEED = 0.98, 100, 24, 1337
 VOCABS = (32_000, 151_936, 262_208)

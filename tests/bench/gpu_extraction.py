@@ -37,15 +37,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1] / "scripts")]
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from distill.batching import padding_fraction, plan_batches  # noqa: E402
-from distill.compress import Workspace  # noqa: E402
-from distill.extract import ExtractionSettings, Row, _chunks, _units, batch_hidden, compress_batch  # noqa: E402
-from distill.teacher import decoder_hidden, head_logits  # noqa: E402
+from logit_lineage.distill.batching import padding_fraction, plan_batches
+from logit_lineage.distill.compress import Workspace
+from logit_lineage.distill.extract import ExtractionSettings, Row, _chunks, _units, batch_hidden, compress_batch
+from logit_lineage.distill.teacher import decoder_hidden, head_logits
 
 QWEN2_05B = dict(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32_768,
@@ -117,7 +116,7 @@ PATCHED = ("decoder_hidden", "head_logits", "compress_rows", "_records")
 
 def breakdown(fn, dev) -> dict[str, float]:
     """Seconds per function compress_batch calls, over one pass of `fn` (synchronized timers)."""
-    import distill.extract as extract
+    import logit_lineage.distill.extract as extract
 
     spent = {name: 0.0 for name in PATCHED}
     originals = {name: getattr(extract, name) for name in PATCHED}

@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1] / "scripts"), str(HERE)]
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchlib import peak_since_reset, reset_peak  # noqa: E402
-from distill.compress import BlockNoise, Workspace, compress_rows  # noqa: E402
-from seed_reference import seed_compress_block  # noqa: E402
+from benchlib import peak_since_reset, reset_peak
+from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
+from seed_reference import seed_compress_block
 
 
 def project_call(logits: torch.Tensor, spec: dict, gen: torch.Generator):

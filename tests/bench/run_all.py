@@ -17,15 +17,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1] / "scripts"), str(HERE)]
 
-import bench_bytes  # noqa: E402
-import bench_compress  # noqa: E402
-import bench_dryrun  # noqa: E402
-import bench_extraction  # noqa: E402
-import bench_padding  # noqa: E402
-from benchlib import format_table, machine_info, markdown_table  # noqa: E402
-from context import BenchContext  # noqa: E402
+import bench_bytes
+import bench_compress
+import bench_dryrun
+import bench_extraction
+import bench_padding
+from benchlib import format_table, machine_info, markdown_table
+from context import BenchContext
 
 BENCHMARKS = {
     "1": ("compression: project vs seed method", bench_compress.run),

@@ -12,8 +12,8 @@ PARAMS = {
 
 
 def make_shard(path: Path, index: int, *, rows: int = 3, params: dict | None = None, salt: int = 0) -> Path:
-    from codec.indices import high_bits_for_vocab
-    from codec.logits_parquet import ExampleRecord, build_table, write_logits_parquet
+    from logit_lineage.formats.indices import high_bits_for_vocab
+    from logit_lineage.formats.logits import ExampleRecord, build_table, write_logits_parquet
 
     params = {**PARAMS, **(params or {}), "shard": index}
     params["index_high_bits"] = high_bits_for_vocab(params["vocab_size"])

@@ -7,23 +7,18 @@
 #
 # Any checkpoint of the seed's grid can be built by naming its path (the path says what to
 # train; optimization settings and iteration counts come from the config).
-import sys
-
 from snakemake.exceptions import WorkflowError
 
-if str(SCRIPTS_DIR) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS_DIR))
-
-from codec.checkpoint_names import STEM_PATTERN
-from codec.sort_grid_tree import (
+from logit_lineage.sortgrid.names import STEM_PATTERN
+from logit_lineage.sortgrid.tree import (
     GROUP_PATTERN,
     LAYERNORM_DIR_PATTERN,
     REGIME_PATTERN,
     SEED_PATTERN,
     TASK_PATTERN,
 )
-from common.errors import LineageError
-from sortgpt.grid import expand_grid
+from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.grid import expand_grid
 
 SG = config["sortgrid"]
 SG_TRAIN = SG["training"]

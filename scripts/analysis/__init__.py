@@ -1,1 +1,0 @@
-"""Analysis of dense logit dumps: divergences between predictions, fidelity of compressed records."""

@@ -1,1 +1,0 @@
-"""Every on-disk format of logit-lineage, and nothing else."""

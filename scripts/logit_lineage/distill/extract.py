@@ -1,0 +1,236 @@
+"""Per-shard extraction: teacher forward over token-budget batches → compressed records.
+
+Progress is kept batch by batch in `<output>.partial/` (each batch an atomic
+parquet of the final format). A SIGTERM or the runtime limit stops after the
+current batch; the rerun skips finished batches and, because the batch plan is
+a pure function of the shard, computes the rest exactly as an uninterrupted run
+would, so the final file is byte-identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from logit_lineage.formats.logits import ExampleRecord, build_table, write_logits_parquet
+from logit_lineage.distill.batching import plan_batches
+from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
+from logit_lineage.distill.teacher import decoder_hidden, head_logits
+
+log = logging.getLogger("logit_lineage")
+
+
+@dataclass
+class ExtractionSettings:
+    top_p: float
+    cap: int
+    sampled_n: int
+    seed: int
+    token_budget: int
+    max_batch_size: int
+    head_chunk_rows: int
+
+
+class StopRequested(Exception):
+    """The run stopped early (signal or runtime limit); progress was kept."""
+
+
+class StopFlag:
+    """Turns SIGTERM/SIGINT into a flag checked between batches."""
+
+    TIMEOUT = "max runtime reached"
+
+    def __init__(self, max_runtime_s: float | None = None):
+        self.reason: str | None = None
+        self.deadline = None if max_runtime_s is None else time.monotonic() + max_runtime_s
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.reason = signal.Signals(signum).name
+
+    def check(self) -> str | None:
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = self.TIMEOUT
+        return self.reason
+
+
+@dataclass
+class Row:
+    index: int
+    ids: np.ndarray
+    kept: np.ndarray  # positions t whose distribution (from t−1) is stored
+
+
+def _units(rows: list[Row]):
+    """(row in batch, block number, positions) — the unit one noise draw covers."""
+    for j, row in enumerate(rows):
+        for b in range(0, len(row.kept), NOISE_BLOCK):
+            yield j, b // NOISE_BLOCK, row.kept[b : b + NOISE_BLOCK]
+
+
+def _chunks(units, max_rows: int):
+    chunk, n = [], 0
+    for unit in units:
+        if chunk and n + len(unit[2]) > max_rows:
+            yield chunk
+            chunk, n = [], 0
+        chunk.append(unit)
+        n += len(unit[2])
+    if chunk:
+        yield chunk
+
+
+@torch.inference_mode()
+def batch_hidden(model, rows: list[Row], pad_id: int) -> torch.Tensor:
+    """Right-padded batch through the decoder body: hidden states [B, T, H]."""
+    dev = next(model.parameters()).device
+    width = max(len(r.ids) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        input_ids[j, : len(r.ids)] = torch.from_numpy(r.ids)
+        attention[j, : len(r.ids)] = 1
+    return decoder_hidden(model, input_ids.to(dev), attention.to(dev))
+
+
+@torch.inference_mode()
+def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id: int,
+                   workspace: Workspace, generator: torch.Generator) -> list[ExampleRecord]:
+    dev = next(model.parameters()).device
+    hidden = batch_hidden(model, rows, pad_id)
+
+    # Results stay on the device until the batch is done: one transfer per field,
+    # not one synchronisation per chunk.
+    done_chunks: list[Compressed] = []
+    for chunk in _chunks(_units(rows), settings.head_chunk_rows):
+        js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])
+        ts = np.concatenate([pos for _, _, pos in chunk])
+        # Row for token t comes from position t−1: the distribution that predicts t.
+        h = hidden[torch.from_numpy(js).to(dev), torch.from_numpy(ts - 1).to(dev)]
+        logits = head_logits(model, h)
+        noise = BlockNoise(settings.seed, [(rows[j].index, block, len(pos)) for j, block, pos in chunk],
+                           generator, dev)
+        done_chunks.append(compress_rows(logits, noise, top_p=settings.top_p, cap=settings.cap,
+                                         k=settings.sampled_n, workspace=workspace))
+
+    if not done_chunks:
+        return _records(rows, None)
+    fields = Compressed.__dataclass_fields__
+    return _records(rows, {name: torch.cat([getattr(c, name) for c in done_chunks]).cpu().numpy()
+                           for name in fields})
+
+
+def _records(rows: list[Row], out: dict[str, np.ndarray] | None) -> list[ExampleRecord]:
+    """Per-example records from a batch's per-token results (`compress_rows` fields, one
+    row per kept token, examples in order and each example's tokens in order)."""
+    lengths = np.array([len(r.kept) for r in rows], dtype=np.int64)
+    if out is None:  # no kept tokens in the batch
+        out = {"top_counts": np.zeros(0, np.int64), "sampled_counts": np.zeros(0, np.int64),
+               "top_ids": np.zeros((0, 0), np.int64), "top_logits": np.zeros((0, 0), np.float32),
+               "sampled_ids": np.zeros((0, 0), np.int64), "sampled_logits": np.zeros((0, 0), np.float32),
+               "logsumexp": np.zeros(0), "threshold": np.zeros(0)}
+    tc, sc = out["top_counts"], out["sampled_counts"]
+    top_keep = np.arange(out["top_ids"].shape[1])[None, :] < tc[:, None]
+    s_keep = np.arange(out["sampled_ids"].shape[1])[None, :] < sc[:, None]
+    flat = {"top_ids": out["top_ids"][top_keep], "top_logits": out["top_logits"][top_keep],
+            "sampled_ids": out["sampled_ids"][s_keep], "sampled_logits": out["sampled_logits"][s_keep]}
+    tok = np.concatenate([[0], np.cumsum(lengths)])
+    top_off = np.concatenate([[0], np.cumsum(tc)])[tok]
+    s_off = np.concatenate([[0], np.cumsum(sc)])[tok]
+    records = []
+    for j, row in enumerate(rows):
+        a, b = tok[j], tok[j + 1]
+        ta, tb, sa, sb = top_off[j], top_off[j + 1], s_off[j], s_off[j + 1]
+        records.append(ExampleRecord(
+            index=row.index,
+            positions=row.kept.astype(np.int32),
+            token_ids=row.ids[row.kept],
+            top_counts=tc[a:b],
+            top_ids=flat["top_ids"][ta:tb],
+            top_logits=flat["top_logits"][ta:tb],
+            sampled_counts=sc[a:b],
+            sampled_ids=flat["sampled_ids"][sa:sb],
+            sampled_logits=flat["sampled_logits"][sa:sb],
+            logsumexp=out["logsumexp"][a:b],
+            threshold=out["threshold"][a:b],
+        ))
+    return records
+
+
+def _fingerprint(meta_params: dict, rows: list[Row], batches) -> str:
+    h = hashlib.sha256(json.dumps(meta_params, sort_keys=True).encode())
+    for r in rows:
+        h.update(np.int64(r.index).tobytes())
+        h.update(r.kept.astype(np.int64).tobytes())
+    for b in batches:
+        h.update(np.asarray(b, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_params: dict,
+                  output: Path, pad_id: int, stop: StopFlag) -> dict:
+    """Run (or resume) one shard; write `output` when every batch is done."""
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    lengths = np.array([len(r.ids) for r in rows], dtype=np.int64)
+    batches = plan_batches(lengths, settings.token_budget, settings.max_batch_size)
+    fingerprint = _fingerprint(meta_params, rows, batches)
+    stamp = partial / "fingerprint.txt"
+    if partial.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        log.info("discarding %s: it was made with other parameters or inputs", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    done = {int(p.stem.split("-")[1]) for p in partial.glob("batch-*.parquet")}
+    if done:
+        log.info("resuming: %d of %d batches already in %s", len(done), len(batches), partial)
+
+    vocab = int(meta_params["vocab_size"])
+    dev = next(model.parameters()).device
+    generator = torch.Generator(device=dev)
+    workspace = Workspace()
+    n_tokens = int(sum(len(r.kept) for r in rows))
+    bar = tqdm(total=n_tokens, unit="tok", desc=output.name, mininterval=2.0)
+    bar.update(int(sum(len(rows[i].kept) for b in done for i in batches[b])))
+    ran = 0
+    for b, batch in enumerate(batches):
+        if b in done:
+            continue
+        reason = stop.check()
+        # A signal stops at once; the runtime limit only after this run made progress,
+        # so a limit shorter than start-up still advances the shard each rerun.
+        if reason and (ran or reason != StopFlag.TIMEOUT):
+            bar.close()
+            raise StopRequested(
+                f"{reason}: {len(done)}/{len(batches)} batches kept in {partial}; rerun to finish the shard"
+            )
+        batch_rows = [rows[i] for i in batch]
+        records = compress_batch(model, batch_rows, settings, pad_id, workspace, generator)
+        write_logits_parquet(partial / f"batch-{b:05d}.parquet", build_table(records, vocab), meta_params)
+        done.add(b)
+        ran += 1
+        bar.update(int(sum(len(r.kept) for r in batch_rows)))
+    bar.close()
+
+    tables = [pq.read_table(partial / f"batch-{b:05d}.parquet") for b in range(len(batches))]
+    if tables:
+        table = pa.concat_tables(tables).combine_chunks()
+    else:
+        table = build_table([], vocab)
+    write_logits_parquet(output, table, meta_params)
+    shutil.rmtree(partial)
+    return {"batches": len(batches), "examples": len(rows), "tokens": n_tokens}

@@ -1,0 +1,238 @@
+"""Sparse KD targets: one example's stored distributions as flat numpy arrays, and a
+batch of them padded into torch tensors (`SparseTargets`).
+
+Per stored token (position t, the teacher's distribution FOR token t, computed from the
+prefix ending at t−1; the student row to compare is t−1):
+- the nucleus N: ids and exact log-probabilities log p_i = logit_i − logsumexp;
+- the tail sample S: ids, log-probabilities and importance weights w_j = p_j / q_j, with
+  q_j = 1 − exp(−exp(log p_j − κ)) the priority-sampling inclusion probability (κ the
+  stored threshold; κ = −inf means the whole tail was kept and q_j = 1);
+- the exact tail mass 1 − Σ_N p_i (exact up to the uint16 quantization of the logits,
+  because the logsumexp is stored in float64).
+
+Σ_S w_j f(j) estimates Σ_{i∉N} p_i f(i) without bias, for any f fixed before the sample.
+Everything here is vectorised over all tokens of an example or a batch: no per-token
+Python loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+# Keys of one example's flat targets (what `example_targets` returns and `collate_targets` pads).
+PER_TOKEN = ("positions", "token_ids", "logsumexp", "tail_mass", "nucleus_counts", "tail_counts")
+FLAT_NUCLEUS = ("nucleus_ids", "nucleus_logprobs")
+FLAT_TAIL = ("tail_ids", "tail_logprobs", "tail_weights")
+
+
+def log_inclusion(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """log q = log(1 − exp(−exp(log p − κ))), stable for tiny and for large log p − κ (float64).
+
+    κ = −inf gives log q = 0 (q = 1: the whole tail was kept).
+    """
+    d = np.asarray(logprobs, dtype=np.float64) - np.asarray(threshold, dtype=np.float64)
+    out = np.zeros_like(d)
+    small = d < -20.0  # q = x − x²/2 + …, x = e^d: log q = d + log1p(−x/2 + x²/6)
+    x = np.exp(d[small])
+    out[small] = d[small] + np.log1p(-x / 2 + x * x / 6)
+    mid = ~small & (d < 40.0)  # beyond 40, exp(−e^d) is 0 in float64: q = 1
+    out[mid] = np.log(-np.expm1(-np.exp(d[mid])))
+    return out
+
+
+def tail_weights(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """w = p / q for tail samples, computed as exp(log p − log q) (float64); ≈ e^κ for p ≪ e^κ."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    return np.exp(lp - log_inclusion(lp, threshold))
+
+
+def _segments(counts: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(counts.size), counts)
+
+
+def example_targets(ex) -> dict[str, np.ndarray | int]:
+    """Flat sparse targets of one decoded example (`logit_lineage.formats.logits.DecodedExample`).
+
+    Per token: positions, token_ids (int64), logsumexp (float64), tail_mass (float64),
+    nucleus_counts, tail_counts (int64). Flat, token after token: nucleus_ids,
+    nucleus_logprobs, tail_ids, tail_logprobs, tail_weights (ids int64, the rest float64).
+    """
+    n_counts = np.asarray(ex.top_counts, dtype=np.int64)
+    s_counts = np.asarray(ex.sampled_counts, dtype=np.int64)
+    lse = np.asarray(ex.logsumexp, dtype=np.float64)
+    n_lp = np.asarray(ex.top_logits, dtype=np.float64) - np.repeat(lse, n_counts)
+    s_lp = np.asarray(ex.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
+    kappa = np.repeat(np.asarray(ex.threshold, dtype=np.float64), s_counts)
+    nucleus_mass = np.bincount(_segments(n_counts), weights=np.exp(n_lp), minlength=n_counts.size)
+    return {
+        "index": int(ex.index),
+        "positions": np.asarray(ex.positions, dtype=np.int64),
+        "token_ids": np.asarray(ex.token_ids, dtype=np.int64),
+        "logsumexp": lse,
+        "tail_mass": np.clip(1.0 - nucleus_mass, 0.0, 1.0),
+        "nucleus_counts": n_counts,
+        "tail_counts": s_counts,
+        "nucleus_ids": np.asarray(ex.top_ids, dtype=np.int64),
+        "nucleus_logprobs": n_lp,
+        "tail_ids": np.asarray(ex.sampled_ids, dtype=np.int64),
+        "tail_logprobs": s_lp,
+        "tail_weights": tail_weights(s_lp, kappa),
+    }
+
+
+@dataclass
+class SparseTargets:
+    """A batch of sparse teacher distributions, padded to [B, T] tokens (torch tensors).
+
+    Row (b, j) is the teacher's distribution for token `token_ids[b, j]` at sequence position
+    `positions[b, j]`; the student logits to compare are at position positions − 1. Padding
+    (mask False, or k ≥ the row's count) has id 0, probability, weight and log-prob 0.
+    """
+
+    positions: torch.Tensor  # int64 [B, T]
+    token_ids: torch.Tensor  # int64 [B, T]
+    mask: torch.Tensor  # bool [B, T]: a stored token
+    logsumexp: torch.Tensor  # float64 [B, T]: the teacher's log Σ exp(logits)
+    tail_mass: torch.Tensor  # float64 [B, T]: 1 − Σ_N p, exact
+    nucleus_counts: torch.Tensor  # int64 [B, T]
+    nucleus_ids: torch.Tensor  # int64 [B, T, Kn]
+    nucleus_probs: torch.Tensor  # float32 [B, T, Kn]
+    nucleus_logprobs: torch.Tensor  # float32 [B, T, Kn]
+    tail_counts: torch.Tensor  # int64 [B, T]
+    tail_ids: torch.Tensor  # int64 [B, T, Ks]
+    tail_weights: torch.Tensor  # float32 [B, T, Ks]: p / q
+    tail_logprobs: torch.Tensor  # float32 [B, T, Ks]
+    vocab_size: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def nucleus_mask(self) -> torch.Tensor:
+        k = torch.arange(self.nucleus_ids.shape[-1], device=self.nucleus_ids.device)
+        return k < self.nucleus_counts[..., None]
+
+    @property
+    def tail_mask(self) -> torch.Tensor:
+        k = torch.arange(self.tail_ids.shape[-1], device=self.tail_ids.device)
+        return k < self.tail_counts[..., None]
+
+    def to(self, device, non_blocking: bool = False) -> SparseTargets:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=non_blocking)
+        return SparseTargets(**moved)
+
+    def pin_memory(self) -> SparseTargets:
+        """Called by DataLoader(pin_memory=True) on custom batch types."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.pin_memory()
+        return SparseTargets(**moved)
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """The kept tokens in (b, j) order: per-token [N] and per-entry [N, K] tensors."""
+        m = self.mask
+        return {f.name: getattr(self, f.name)[m] for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor) and f.name != "mask"}
+
+    def student_rows(self, seq_len: int) -> torch.Tensor:
+        """Row indices into student logits viewed as [B·seq_len, V], one per kept token in
+        (b, j) order: b·seq_len + position − 1 (the row that predicts the stored token)."""
+        b = torch.arange(self.mask.shape[0], device=self.mask.device)[:, None].expand_as(self.mask)
+        pos = self.positions[self.mask]
+        if pos.numel():
+            lo, hi = int(pos.min()), int(pos.max())
+            if lo < 1 or hi > seq_len:
+                raise ValueError(f"stored positions span [{lo}, {hi}]: student logits of length {seq_len} "
+                                 f"cover positions 1…{seq_len} (row t−1 predicts token t)")
+        return b[self.mask] * seq_len + pos - 1
+
+
+def _pad_flat(values: np.ndarray, counts: np.ndarray, tok_b: np.ndarray, tok_j: np.ndarray,
+              shape: tuple[int, int, int], dtype) -> np.ndarray:
+    """Scatter a flat array cut into rows of `counts` (row r → (tok_b[r], tok_j[r])) into `shape`."""
+    out = np.zeros(shape, dtype=dtype)
+    if values.size:
+        seg = _segments(counts)
+        starts = np.cumsum(counts) - counts
+        col = np.arange(values.size) - starts[seg]
+        out[tok_b[seg], tok_j[seg], col] = values
+    return out
+
+
+def collate_targets(examples: list[dict], vocab_size: int | None = None) -> SparseTargets:
+    """Pad the flat targets of several examples (`example_targets`) into one `SparseTargets`."""
+    n_tok = np.array([len(e["positions"]) for e in examples], dtype=np.int64)
+    bsz, tmax = len(examples), int(n_tok.max()) if len(examples) else 0
+    tok_b = np.repeat(np.arange(bsz), n_tok)
+    tok_j = np.arange(int(n_tok.sum())) - np.repeat(np.cumsum(n_tok) - n_tok, n_tok)
+
+    def cat(key, dtype):
+        return np.concatenate([np.asarray(e[key], dtype=dtype) for e in examples]) if examples else np.zeros(0, dtype)
+
+    def per_token(key, dtype, fill=0):
+        out = np.full((bsz, tmax), fill, dtype=dtype)
+        out[tok_b, tok_j] = cat(key, dtype)
+        return out
+
+    n_counts, s_counts = cat("nucleus_counts", np.int64), cat("tail_counts", np.int64)
+    kn = int(n_counts.max()) if n_counts.size else 0
+    ks = int(s_counts.max()) if s_counts.size else 0
+    n_lp = _pad_flat(cat("nucleus_logprobs", np.float64), n_counts, tok_b, tok_j, (bsz, tmax, kn), np.float64)
+    n_ok = np.arange(kn) < per_token("nucleus_counts", np.int64)[..., None]
+    t = torch.from_numpy
+    return SparseTargets(
+        positions=t(per_token("positions", np.int64)),
+        token_ids=t(per_token("token_ids", np.int64)),
+        mask=t(np.arange(tmax)[None, :] < n_tok[:, None]),
+        logsumexp=t(per_token("logsumexp", np.float64)),
+        tail_mass=t(per_token("tail_mass", np.float64)),
+        nucleus_counts=t(per_token("nucleus_counts", np.int64)),
+        nucleus_ids=t(_pad_flat(cat("nucleus_ids", np.int64), n_counts, tok_b, tok_j, (bsz, tmax, kn), np.int64)),
+        nucleus_probs=t(np.where(n_ok, np.exp(n_lp), 0.0).astype(np.float32)),
+        nucleus_logprobs=t(n_lp.astype(np.float32)),
+        tail_counts=t(per_token("tail_counts", np.int64)),
+        tail_ids=t(_pad_flat(cat("tail_ids", np.int64), s_counts, tok_b, tok_j, (bsz, tmax, ks), np.int64)),
+        tail_weights=t(_pad_flat(cat("tail_weights", np.float64), s_counts, tok_b, tok_j, (bsz, tmax, ks),
+                                 np.float32)),
+        tail_logprobs=t(_pad_flat(cat("tail_logprobs", np.float64), s_counts, tok_b, tok_j, (bsz, tmax, ks),
+                                  np.float32)),
+        vocab_size=vocab_size,
+    )
+
+
+def targets_from_compressed(c, positions: torch.Tensor | None = None, token_ids: torch.Tensor | None = None,
+                            vocab_size: int | None = None) -> SparseTargets:
+    """`SparseTargets` [1, m] straight from `distill.compress.compress_rows` output (no file, no
+    quantization): for tests, benchmarks and on-the-fly distillation."""
+    lse = c.logsumexp.double().cpu().numpy()
+    tc, sc = c.top_counts.cpu().numpy(), c.sampled_counts.cpu().numpy()
+    n_ok = np.arange(c.top_ids.shape[1]) < tc[:, None]
+    s_ok = np.arange(c.sampled_ids.shape[1]) < sc[:, None]
+    m = lse.size
+    ex = {
+        "index": 0,
+        "positions": (positions.cpu().numpy() if positions is not None else np.arange(1, m + 1)).astype(np.int64),
+        "token_ids": (token_ids.cpu().numpy() if token_ids is not None else np.zeros(m)).astype(np.int64),
+        "logsumexp": lse,
+        "nucleus_counts": tc.astype(np.int64),
+        "tail_counts": sc.astype(np.int64),
+        "nucleus_ids": c.top_ids.cpu().numpy()[n_ok],
+        "nucleus_logprobs": c.top_logits.double().cpu().numpy()[n_ok] - np.repeat(lse, tc),
+        "tail_ids": c.sampled_ids.cpu().numpy()[s_ok],
+    }
+    ex["tail_logprobs"] = c.sampled_logits.double().cpu().numpy()[s_ok] - np.repeat(lse, sc)
+    ex["tail_weights"] = tail_weights(ex["tail_logprobs"], np.repeat(c.threshold.double().cpu().numpy(), sc))
+    mass = np.bincount(_segments(ex["nucleus_counts"]), weights=np.exp(ex["nucleus_logprobs"]), minlength=m)
+    ex["tail_mass"] = np.clip(1.0 - mass, 0.0, 1.0)
+    return collate_targets([ex], vocab_size=vocab_size)

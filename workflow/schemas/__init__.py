@@ -1,0 +1,1 @@
+"""Config JSON schemas (YAML): the one home of every default, shipped as package data."""
