@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,9 +52,36 @@ PY = "python"
 ALL_TARGETS = []
 
 
-def script(name):
-    """Path of a click script, named as a rule input so editing it reruns the rule."""
-    return str(SCRIPTS_DIR / name)
+def q(value):
+    """A value as one shell word: paths with spaces, apostrophes or `$` go through intact."""
+    return shlex.quote(str(value))
+
+
+def opt(flag, value):
+    """A CLI option, quoted, only when the config sets it."""
+    return "" if value is None else f"{flag} {q(value)}"
+
+
+def logs(path):
+    """Every rule's log lands under {results}/logs/<chain>/…"""
+    return f"{RESULTS}/logs/{path}"
+
+
+def benchmarks(path):
+    """…and its benchmark under {results}/benchmarks/<chain>/…"""
+    return f"{RESULTS}/benchmarks/{path}"
+
+
+def code(name):
+    """A rule's code inputs: its click script and the fingerprint of every module it imports.
+
+    One fingerprint file per script (rule code_fingerprint, local) stands for the ~15
+    modules behind it, so a job lists two code inputs, not fifteen (dry runs at 10,000
+    shards stay cheap), while editing a module still reruns exactly the rules whose
+    scripts import it: the fingerprint job reruns and is newer than their outputs.
+    """
+    stem = Path(name).stem
+    return {"script": str(SCRIPTS_DIR / name), "code": f"{RESULTS}/code/{stem}.sha256"}
 
 
 def _local_module(name):
@@ -66,12 +94,9 @@ def _local_module(name):
 
 
 def imports(name):
-    """Every module under scripts/ that script `name` imports, directly or not, as inputs.
-
-    Listing them makes an edit of the codec or a domain module rerun exactly the
-    rules whose scripts import it (snakemake reruns on changed input content).
-    """
-    found, todo = set(), [SCRIPTS_DIR / name]
+    """Script `name` and every module of ours it imports, directly or not (sorted paths)."""
+    first = SCRIPTS_DIR / name
+    found, todo = {first}, [first]
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
@@ -92,17 +117,12 @@ def imports(name):
 
 
 def as_json(obj):
-    """A config section as one shell-safe JSON argument (params, so a change reruns)."""
+    """A config section as one JSON argument (params, so a change reruns); quote it with :q."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def env(name):
     return str(ENVS / f"{name}.yaml")
-
-
-def opt(flag, value):
-    """A CLI option only when the config sets it."""
-    return "" if value is None else f"{flag} {value}"
 
 
 def demo_teacher_input(wildcards=None):
@@ -116,3 +136,25 @@ def demo_dataset_input(wildcards=None):
 
 wildcard_constraints:
     shard=r"\d{5}",
+    script=r"[a-z_]+",
+
+
+rule code_fingerprint:
+    """sha256 of a click script and of every module of ours that it imports."""
+    input:
+        modules=lambda wildcards: imports(f"{wildcards.script}.py"),
+    output:
+        f"{RESULTS}/code/{{script}}.sha256",
+    params:
+        root=q(SCRIPTS_DIR),
+    localrule: True
+    log:
+        logs("code/{script}.log"),
+    conda:
+        env("distill")
+    resources:
+        mem_mb=200,
+        runtime=1,
+    shell:
+        "(cd {params.root} && for f in {input.modules:q}; do sha256sum -- \"$(realpath --relative-to=. \"$f\")\"; done)"
+        " > {output:q}.tmp 2> {log:q} && mv -- {output:q}.tmp {output:q}"

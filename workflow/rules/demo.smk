@@ -7,8 +7,7 @@ DEMO_DIR = f"{RESULTS}/demo"
 
 rule make_demo_dataset:
     input:
-        script=script("make_demo_dataset.py"),
-        deps=imports("make_demo_dataset.py"),
+        **code("make_demo_dataset.py"),
     output:
         f"{DEMO_DIR}/conversations.parquet",
     params:
@@ -16,21 +15,20 @@ rule make_demo_dataset:
         seed=config["seed"],
         think=DEMO["think_fraction"],
     log:
-        f"{RESULTS}/logs/demo/make_demo_dataset.log",
+        logs("demo/make_demo_dataset.log"),
     conda:
         env("distill")
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} --n {params.n} --seed {params.seed} "
-        "--think-fraction {params.think} --output {output} 2> {log}"
+        "python {input.script:q} --n {params.n:q} --seed {params.seed:q} "
+        "--think-fraction {params.think:q} --output {output:q} 2> {log:q}"
 
 
 rule build_demo_teacher:
     input:
-        script=script("build_demo_teacher.py"),
-        deps=imports("build_demo_teacher.py"),
+        **code("build_demo_teacher.py"),
         dataset=rules.make_demo_dataset.output[0],
     output:
         directory(f"{DEMO_DIR}/teacher"),
@@ -46,16 +44,16 @@ rule build_demo_teacher:
         seed=config["seed"],
     threads: 2
     log:
-        f"{RESULTS}/logs/demo/build_demo_teacher.log",
+        logs("demo/build_demo_teacher.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/demo/build_demo_teacher.tsv"
+        benchmarks("demo/build_demo_teacher.tsv")
     conda:
         env("distill")
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python {input.script} --dataset {input.dataset} --output-dir {output} "
-        "--vocab-size {params.vocab} --hidden-size {params.hidden} --num-layers {params.layers} "
-        "--num-heads {params.heads} --steps {params.steps} --batch-size {params.batch} --lr {params.lr} "
-        "--max-len {params.max_len} --seed {params.seed} --threads {threads} 2> {log}"
+        "python {input.script:q} --dataset {input.dataset:q} --output-dir {output:q} "
+        "--vocab-size {params.vocab:q} --hidden-size {params.hidden:q} --num-layers {params.layers:q} "
+        "--num-heads {params.heads:q} --steps {params.steps:q} --batch-size {params.batch:q} --lr {params.lr:q} "
+        "--max-len {params.max_len:q} --seed {params.seed:q} --threads {threads} 2> {log:q}"

@@ -15,17 +15,17 @@ SOURCE_ARGS = " ".join(
     filter(
         None,
         [
-            f"--teacher {TEACHER}",
+            opt("--teacher", TEACHER),
             opt("--revision", DISTILL["teacher_revision"]),
             opt("--chat-template", DISTILL["chat_template"]),
-            f"--dataset {DATASET}",
-            f"--split {DISTILL['dataset_split']}",
+            opt("--dataset", DATASET),
+            opt("--split", DISTILL["dataset_split"]),
             opt("--dataset-config", DISTILL["dataset_config"]),
-            f"--messages-column {DISTILL['messages_column']}",
+            opt("--messages-column", DISTILL["messages_column"]),
             opt("--limit", DISTILL["limit"]),
             "--exclude-think" if DISTILL["exclude_think"] else "--keep-think",
             "--exclude-eot" if DISTILL["exclude_eot"] else "--keep-eot",
-            *[f"--eot-token '{t}'" for t in DISTILL["eot_tokens"]],
+            *[opt("--eot-token", t) for t in DISTILL["eot_tokens"]],
         ],
     )
 )
@@ -33,8 +33,7 @@ SOURCE_ARGS = " ".join(
 
 rule compute_lengths:
     input:
-        script=script("compute_lengths.py"),
-        deps=imports("compute_lengths.py"),
+        **code("compute_lengths.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
     output:
@@ -44,43 +43,41 @@ rule compute_lengths:
         source=SOURCE_ARGS,
         max_seq_len=DISTILL["max_seq_len"],
     log:
-        f"{RESULTS}/logs/distill/compute_lengths.log",
+        logs("distill/compute_lengths.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/distill/compute_lengths.tsv"
+        benchmarks("distill/compute_lengths.tsv")
     conda:
         env("distill")
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
-        "python {input.script} {params.source} --max-seq-len {params.max_seq_len} "
-        "--output {output.lengths} --skipped {output.skipped} 2> {log}"
+        "python {input.script:q} {params.source} --max-seq-len {params.max_seq_len:q} "
+        "--output {output.lengths:q} --skipped {output.skipped:q} 2> {log:q}"
 
 
 rule make_shards:
     input:
-        script=script("make_shards.py"),
-        deps=imports("make_shards.py"),
+        **code("make_shards.py"),
         lengths=rules.compute_lengths.output.lengths,
     output:
         f"{DISTILL_DIR}/shards/plan.parquet",
     params:
         n=DISTILL["n_shards"],
     log:
-        f"{RESULTS}/logs/distill/make_shards.log",
+        logs("distill/make_shards.log"),
     conda:
         env("distill")
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python {input.script} --lengths {input.lengths} --n-shards {params.n} --output {output} 2> {log}"
+        "python {input.script:q} --lengths {input.lengths:q} --n-shards {params.n:q} --output {output:q} 2> {log:q}"
 
 
 rule select_shard:
     input:
-        script=script("select_shard.py"),
-        deps=imports("select_shard.py"),
+        **code("select_shard.py"),
         plan=rules.make_shards.output[0],
     output:
         f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
@@ -88,20 +85,19 @@ rule select_shard:
         shard=lambda wildcards: int(wildcards.shard),
     localrule: True
     log:
-        f"{RESULTS}/logs/distill/select_shard/shard-{{shard}}.log",
+        logs(f"distill/select_shard/shard-{{shard}}.log"),
     conda:
         env("distill")
     resources:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python {input.script} --plan {input.plan} --shard {params.shard} --output {output} 2> {log}"
+        "python {input.script:q} --plan {input.plan:q} --shard {params.shard:q} --output {output:q} 2> {log:q}"
 
 
 rule extract_logits:
     input:
-        script=script("extract_logits.py"),
-        deps=imports("extract_logits.py"),
+        **code("extract_logits.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
         shard=rules.select_shard.output[0],
@@ -126,22 +122,23 @@ rule extract_logits:
             )
         ),
         labels=(
-            f"--teacher-label {'demo' if USE_DEMO_TEACHER else DISTILL['teacher']} "
-            f"--dataset-label {'demo' if USE_DEMO_DATASET else DISTILL['dataset']}"
+            opt("--teacher-label", "demo" if USE_DEMO_TEACHER else DISTILL["teacher"])
+            + " "
+            + opt("--dataset-label", "demo" if USE_DEMO_DATASET else DISTILL["dataset"])
         ),
     threads: 2
     log:
-        f"{RESULTS}/logs/distill/extract_logits/shard-{{shard}}.log",
+        logs(f"distill/extract_logits/shard-{{shard}}.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/distill/extract_logits/shard-{{shard}}.tsv"
+        benchmarks(f"distill/extract_logits/shard-{{shard}}.tsv")
     conda:
         env("distill")
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
-        "python {input.script} {params.source} --shard {input.shard} --output {output.parquet} "
-        "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log}"
+        "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.parquet:q} "
+        "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log:q}"
 
 
 ALL_TARGETS.extend(rules.extract_logits.output.parquet.format(shard=s) for s in SHARDS)

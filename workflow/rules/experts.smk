@@ -54,8 +54,7 @@ PREDICTOR_NPZ = {
 rule make_longtail_data:
     input:
         features=FEATURES_INPUTS,
-        script=script("make_longtail_data.py"),
-        deps=imports("make_longtail_data.py"),
+        **code("make_longtail_data.py"),
     output:
         splits=expand(f"{EXPERTS_DIR}/data/{{split}}.npz", split=LT_DATA_SPLITS),
         classes=f"{EXPERTS_DIR}/data/classes.json",
@@ -65,23 +64,22 @@ rule make_longtail_data:
         labels_only="--labels-only" if LOGITS_FROM_IMPORT else "",
         out_dir=lambda wildcards, output: str(Path(output.classes).parent),
     log:
-        f"{EXPERTS_DIR}/logs/make_longtail_data.log",
+        logs("experts/make_longtail_data.log"),
     conda:
         env("experts")
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python {input.script} --config '{params.cfg}' --seed {params.seed} {params.labels_only}"
-        " --out-dir {params.out_dir} 2> {log}"
+        "python {input.script:q} --config {params.cfg:q} --seed {params.seed:q} {params.labels_only}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule train_expert:
     input:
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
-        script=script("train_expert.py"),
-        deps=imports("train_expert.py"),
+        **code("train_expert.py"),
     output:
         f"{EXPERTS_DIR}/checkpoints/{{expert}}.safetensors",
     params:
@@ -90,9 +88,9 @@ rule train_expert:
         seed=config["seed"],
         data_dir=lambda wildcards, input: str(Path(input.classes).parent),
     log:
-        f"{EXPERTS_DIR}/logs/train_expert/{{expert}}.log",
+        logs(f"experts/train_expert/{{expert}}.log"),
     benchmark:
-        f"{EXPERTS_DIR}/benchmarks/train_expert/{{expert}}.tsv"
+        benchmarks(f"experts/train_expert/{{expert}}.tsv")
     conda:
         env("experts")
     threads: 1
@@ -100,9 +98,9 @@ rule train_expert:
         mem_mb=4000,
         runtime=60,
     shell:
-        "python {input.script} --expert {wildcards.expert} --data-dir {params.data_dir}"
-        " --model-config '{params.model}' --train-config '{params.train}' --seed {params.seed}"
-        " --threads {threads} --out {output} 2> {log}"
+        "python {input.script:q} --expert {wildcards.expert} --data-dir {params.data_dir:q}"
+        " --model-config {params.model:q} --train-config {params.train:q} --seed {params.seed:q}"
+        " --threads {threads} --out {output:q} 2> {log:q}"
 
 
 if LOGITS_FROM_IMPORT:
@@ -134,8 +132,7 @@ if LOGITS_FROM_IMPORT:
             source=lambda wildcards: IMPORT_INPUTS[wildcards.expert],
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
-            script=script("import_legacy_logits.py"),
-            deps=imports("import_legacy_logits.py"),
+            **code("import_legacy_logits.py"),
         output:
             expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
         params:
@@ -143,15 +140,15 @@ if LOGITS_FROM_IMPORT:
             data_dir=lambda wildcards, input: str(Path(input.classes).parent),
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         log:
-            f"{EXPERTS_DIR}/logs/import_legacy_logits/{{expert}}.log",
+            logs(f"experts/import_legacy_logits/{{expert}}.log"),
         conda:
             env("experts")
         resources:
             mem_mb=2000,
             runtime=10,
         shell:
-            "python {input.script} --source-dir {params.source_dir} --data-dir {params.data_dir}"
-            " --out-dir {params.out_dir} 2> {log}"
+            "python {input.script:q} --source-dir {params.source_dir:q} --data-dir {params.data_dir:q}"
+            " --out-dir {params.out_dir:q} 2> {log:q}"
 
 else:
 
@@ -160,8 +157,7 @@ else:
             checkpoint=rules.train_expert.output,
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
-            script=script("recompute_expert_logits.py"),
-            deps=imports("recompute_expert_logits.py"),
+            **code("recompute_expert_logits.py"),
         output:
             expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
         params:
@@ -171,7 +167,7 @@ else:
             device="auto",
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         log:
-            f"{EXPERTS_DIR}/logs/recompute_expert_logits/{{expert}}.log",
+            logs(f"experts/recompute_expert_logits/{{expert}}.log"),
         conda:
             env("experts")
         threads: 1
@@ -179,8 +175,8 @@ else:
             mem_mb=2000,
             runtime=20,
         shell:
-            "python {input.script} --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
-            " --device {params.device} --threads {threads} --out-dir {params.out_dir} 2> {log}"
+            "python {input.script:q} --checkpoint {input.checkpoint:q} --data-dir {params.data_dir:q}"
+            " --device {params.device:q} --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule train_gating:
@@ -190,8 +186,7 @@ rule train_gating:
         ),
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
-        script=script("train_gating.py"),
-        deps=imports("train_gating.py"),
+        **code("train_gating.py"),
     output:
         model=f"{EXPERTS_DIR}/gating/gating.safetensors",
         summary=f"{EXPERTS_DIR}/gating/summary.json",
@@ -204,9 +199,9 @@ rule train_gating:
         data_dir=lambda wildcards, input: str(Path(input.classes).parent),
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
     log:
-        f"{EXPERTS_DIR}/logs/train_gating.log",
+        logs("experts/train_gating.log"),
     benchmark:
-        f"{EXPERTS_DIR}/benchmarks/train_gating.tsv"
+        benchmarks("experts/train_gating.tsv")
     conda:
         env("experts")
     threads: 1
@@ -214,9 +209,9 @@ rule train_gating:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python {input.script} --logits-dir {params.logits_dir} --experts {params.experts}"
-        " --data-dir {params.data_dir} --config '{params.cfg}' --seed {params.seed}"
-        " --threads {threads} --out-dir {params.out_dir} 2> {log}"
+        "python {input.script:q} --logits-dir {params.logits_dir:q} --experts {params.experts:q}"
+        " --data-dir {params.data_dir:q} --config {params.cfg:q} --seed {params.seed:q}"
+        " --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule evaluate_rejection:
@@ -224,32 +219,30 @@ rule evaluate_rejection:
         val=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["val"],
         test=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["test"],
         classes=rules.make_longtail_data.output.classes,
-        script=script("evaluate_rejection.py"),
-        deps=imports("evaluate_rejection.py"),
+        **code("evaluate_rejection.py"),
     output:
         f"{EXPERTS_DIR}/eval/{{predictor}}.json",
     params:
         cfg=as_json(EXPERTS_CFG["rejection"]),
         seed=config["seed"],
     log:
-        f"{EXPERTS_DIR}/logs/evaluate_rejection/{{predictor}}.log",
+        logs(f"experts/evaluate_rejection/{{predictor}}.log"),
     benchmark:
-        f"{EXPERTS_DIR}/benchmarks/evaluate_rejection/{{predictor}}.tsv"
+        benchmarks(f"experts/evaluate_rejection/{{predictor}}.tsv")
     conda:
         env("experts")
     resources:
         mem_mb=4000,
         runtime=20,
     shell:
-        "python {input.script} --name {wildcards.predictor} --val {input.val} --test {input.test}"
-        " --classes {input.classes} --config '{params.cfg}' --seed {params.seed} --out {output} 2> {log}"
+        "python {input.script:q} --name {wildcards.predictor} --val {input.val:q} --test {input.test:q}"
+        " --classes {input.classes:q} --config {params.cfg:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
 
 
 rule summarize_rejection:
     input:
         results=expand(f"{EXPERTS_DIR}/eval/{{predictor}}.json", predictor=PREDICTORS),
-        script=script("summarize_rejection.py"),
-        deps=imports("summarize_rejection.py"),
+        **code("summarize_rejection.py"),
     output:
         metrics=f"{EXPERTS_DIR}/eval/metrics.json",
         table=f"{EXPERTS_DIR}/eval/summary.tsv",
@@ -260,15 +253,15 @@ rule summarize_rejection:
             labels={"figure": "risk-coverage"},
         ),
     log:
-        f"{EXPERTS_DIR}/logs/summarize_rejection.log",
+        logs("experts/summarize_rejection.log"),
     conda:
         env("experts")
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python {input.script} {input.results} --out-json {output.metrics} --out-tsv {output.table}"
-        " --out-png {output.plot} 2> {log}"
+        "python {input.script:q} {input.results:q} --out-json {output.metrics:q} --out-tsv {output.table:q}"
+        " --out-png {output.plot:q} 2> {log:q}"
 
 
 if EXPERTS_CFG["enabled"]:

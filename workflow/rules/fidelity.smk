@@ -15,8 +15,7 @@ FIDELITY_SEED = config["seed"] if FIDELITY["seed"] is None else FIDELITY["seed"]
 rule dump_dense_logits:
     """Teacher's dense logits for a seeded sample of one shard's kept tokens (GPU rule)."""
     input:
-        script=script("dump_dense_logits.py"),
-        deps=imports("dump_dense_logits.py"),
+        **code("dump_dense_logits.py"),
         teacher=demo_teacher_input,
         dataset=demo_dataset_input,
         shard=rules.extract_logits.input.shard,
@@ -36,24 +35,23 @@ rule dump_dense_logits:
         ),
     threads: 2
     log:
-        f"{RESULTS}/logs/fidelity/dump_dense_logits/shard-{{shard}}.log",
+        logs(f"fidelity/dump_dense_logits/shard-{{shard}}.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/fidelity/dump_dense_logits/shard-{{shard}}.tsv"
+        benchmarks(f"fidelity/dump_dense_logits/shard-{{shard}}.tsv")
     conda:
         env("fidelity")
     resources:
         mem_mb=FIDELITY["dump_mem_mb"],
         runtime=FIDELITY["dump_runtime"],
     shell:
-        "python {input.script} {params.source} --shard {input.shard} --output {output.summary} "
-        "{params.sample} {params.runtime} --threads {threads} 2> {log}"
+        "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.summary:q} "
+        "{params.sample} {params.runtime} --threads {threads} 2> {log:q}"
 
 
 rule fidelity_shard:
     """Compressed records of one shard measured against its dense dump."""
     input:
-        script=script("fidelity_report.py"),
-        deps=imports("fidelity_report.py"),
+        **code("fidelity_report.py"),
         dense=rules.dump_dense_logits.output.summary,
         tensors=rules.dump_dense_logits.output.tensors,
         metadata=rules.dump_dense_logits.output.metadata,
@@ -63,24 +61,23 @@ rule fidelity_shard:
     params:
         temperature=FIDELITY["temperature"],
     log:
-        f"{RESULTS}/logs/fidelity/fidelity_shard/shard-{{shard}}.log",
+        logs(f"fidelity/fidelity_shard/shard-{{shard}}.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/fidelity/fidelity_shard/shard-{{shard}}.tsv"
+        benchmarks(f"fidelity/fidelity_shard/shard-{{shard}}.tsv")
     conda:
         env("fidelity")
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python {input.script} shard --dense {input.dense} --logits {input.logits} --name shard-{wildcards.shard} "
-        "--temperature {params.temperature} --output {output} 2> {log}"
+        "python {input.script:q} shard --dense {input.dense:q} --logits {input.logits:q} --name shard-{wildcards.shard} "
+        "--temperature {params.temperature:q} --output {output:q} 2> {log:q}"
 
 
 rule fidelity_report:
     """All shards: the headline table (JSON) and the plot."""
     input:
-        script=script("fidelity_report.py"),
-        deps=imports("fidelity_report.py"),
+        **code("fidelity_report.py"),
         shards=expand(rules.fidelity_shard.output[0], shard=SHARDS),
     output:
         json=report(
@@ -94,16 +91,16 @@ rule fidelity_report:
             category="Fidelity of compressed logits",
         ),
     params:
-        inputs=lambda wildcards, input: " ".join(f"--input {p}" for p in input.shards),
+        inputs=lambda wildcards, input: " ".join(f"--input {q(p)}" for p in input.shards),
     log:
-        f"{RESULTS}/logs/fidelity/fidelity_report.log",
+        logs("fidelity/fidelity_report.log"),
     conda:
         env("fidelity")
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python {input.script} aggregate {params.inputs} --json {output.json} --plot {output.plot} 2> {log}"
+        "python {input.script:q} aggregate {params.inputs} --json {output.json:q} --plot {output.plot:q} 2> {log:q}"
 
 
 if FIDELITY["enabled"]:

@@ -27,19 +27,17 @@ HUB_BATCHES = list(HUB_BATCH_SHARDS)
 HUB_CONFIG_SHA256 = hashlib.sha256(
     as_json({k: config[k] for k in ("seed", "demo", "distill")}).encode()
 ).hexdigest()
-HUB_LOGS = f"{RESULTS}/logs/hub"
 
 
 rule hub_create_repo:
     output:
         receipt=f"{RESULTS}/hub/receipts/repo.json",
     input:
-        script=script("create_hub_repo.py"),
-        deps=imports("create_hub_repo.py"),
+        **code("create_hub_repo.py"),
     params:
         hub=as_json(HUB),
     log:
-        f"{HUB_LOGS}/create_repo.log",
+        logs("hub/create_repo.log"),
     conda:
         env("hub")
     localrule: HUB["local_jobs"]
@@ -48,7 +46,7 @@ rule hub_create_repo:
         mem_mb=512,
         runtime=15,
     shell:
-        "python {input.script} --hub {params.hub:q} --receipt {output.receipt} 2> {log}"
+        "python {input.script:q} --hub {params.hub:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule hub_preupload_shard:
@@ -57,15 +55,14 @@ rule hub_preupload_shard:
     input:
         parquet=rules.extract_logits.output.parquet,
         repo=rules.hub_create_repo.output.receipt,
-        script=script("preupload_shard.py"),
-        deps=imports("preupload_shard.py"),
+        **code("preupload_shard.py"),
     params:
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     log:
-        f"{HUB_LOGS}/preupload/shard-{{shard}}.log",
+        logs(f"hub/preupload/shard-{{shard}}.log"),
     benchmark:
-        f"{RESULTS}/benchmarks/hub/preupload/shard-{{shard}}.tsv"
+        benchmarks(f"hub/preupload/shard-{{shard}}.tsv")
     conda:
         env("hub")
     localrule: HUB["local_jobs"]
@@ -74,8 +71,8 @@ rule hub_preupload_shard:
         mem_mb=1024,
         runtime=120,
     shell:
-        "python {input.script} --hub {params.hub:q} --shard {input.parquet}"
-        " --n-shards {params.n_shards} --repo-receipt {input.repo} --receipt {output.receipt} 2> {log}"
+        "python {input.script:q} --hub {params.hub:q} --shard {input.parquet:q}"
+        " --n-shards {params.n_shards:q} --repo-receipt {input.repo:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule hub_commit_shards:
@@ -83,13 +80,12 @@ rule hub_commit_shards:
         receipt=f"{RESULTS}/hub/receipts/commits/commit-{{batch}}.json",
     input:
         receipts=lambda wc: expand(rules.hub_preupload_shard.output.receipt, shard=HUB_BATCH_SHARDS[wc.batch]),
-        script=script("commit_shards.py"),
-        deps=imports("commit_shards.py"),
+        **code("commit_shards.py"),
     params:
         hub=as_json(HUB),
-        receipt_args=lambda wc, input: " ".join(f"--receipt {r}" for r in input.receipts),
+        receipt_args=lambda wc, input: " ".join(f"--receipt {q(r)}" for r in input.receipts),
     log:
-        f"{HUB_LOGS}/commit-{{batch}}.log",
+        logs(f"hub/commit-{{batch}}.log"),
     conda:
         env("hub")
     wildcard_constraints:
@@ -100,7 +96,7 @@ rule hub_commit_shards:
         mem_mb=1024,
         runtime=60,
     shell:
-        "python {input.script} --hub {params.hub:q} {params.receipt_args} --output {output.receipt} 2> {log}"
+        "python {input.script:q} --hub {params.hub:q} {params.receipt_args} --output {output.receipt:q} 2> {log:q}"
 
 
 rule hub_render_card:
@@ -108,13 +104,12 @@ rule hub_render_card:
         card=f"{RESULTS}/hub/card/README.md",
     input:
         shards=expand(rules.extract_logits.output.parquet, shard=[f"{i:05d}" for i in range(HUB_N_SHARDS)]),
-        script=script("render_dataset_card.py"),
-        deps=imports("render_dataset_card.py"),
+        **code("render_dataset_card.py"),
     params:
         hub=as_json(HUB),
         config_sha256=HUB_CONFIG_SHA256,
     log:
-        f"{HUB_LOGS}/render_card.log",
+        logs("hub/render_card.log"),
     conda:
         env("hub")
     localrule: True
@@ -122,8 +117,8 @@ rule hub_render_card:
         mem_mb=512,
         runtime=10,
     shell:
-        "python {input.script} {input.shards} --hub {params.hub:q}"
-        " --config-sha256 {params.config_sha256} --output {output.card} 2> {log}"
+        "python {input.script:q} {input.shards:q} --hub {params.hub:q}"
+        " --config-sha256 {params.config_sha256:q} --output {output.card:q} 2> {log:q}"
 
 
 rule hub_commit_card:
@@ -132,13 +127,12 @@ rule hub_commit_card:
     input:
         card=rules.hub_render_card.output.card,
         commits=expand(rules.hub_commit_shards.output.receipt, batch=HUB_BATCHES),
-        script=script("commit_shards.py"),
-        deps=imports("commit_shards.py"),
+        **code("commit_shards.py"),
     params:
         hub=as_json(HUB),
-        after_args=lambda wc, input: " ".join(f"--after {r}" for r in input.commits),
+        after_args=lambda wc, input: " ".join(f"--after {q(r)}" for r in input.commits),
     log:
-        f"{HUB_LOGS}/commit_card.log",
+        logs("hub/commit_card.log"),
     conda:
         env("hub")
     localrule: HUB["local_jobs"]
@@ -147,8 +141,8 @@ rule hub_commit_card:
         mem_mb=512,
         runtime=15,
     shell:
-        "python {input.script} --hub {params.hub:q} --card {input.card} {params.after_args}"
-        " --output {output.receipt} 2> {log}"
+        "python {input.script:q} --hub {params.hub:q} --card {input.card:q} {params.after_args}"
+        " --output {output.receipt:q} 2> {log:q}"
 
 
 rule hub_verify_repo:
@@ -157,13 +151,12 @@ rule hub_verify_repo:
     input:
         card=rules.hub_commit_card.output.receipt,
         shards=rules.hub_render_card.input.shards,
-        script=script("verify_hub_repo.py"),
-        deps=imports("verify_hub_repo.py"),
+        **code("verify_hub_repo.py"),
     params:
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     log:
-        f"{HUB_LOGS}/verify.log",
+        logs("hub/verify.log"),
     conda:
         env("hub")
     localrule: HUB["local_jobs"]
@@ -172,8 +165,8 @@ rule hub_verify_repo:
         mem_mb=512,
         runtime=30,
     shell:
-        "python {input.script} {input.shards} --hub {params.hub:q} --n-shards {params.n_shards}"
-        " --output {output.report} 2> {log}"
+        "python {input.script:q} {input.shards:q} --hub {params.hub:q} --n-shards {params.n_shards:q}"
+        " --output {output.report:q} 2> {log:q}"
 
 
 if HUB["repo_id"]:

@@ -52,8 +52,7 @@ SORT_EVALS = [
 rule train_sort_model:
     """Train one run of the grid; writes its intermediate and final checkpoints."""
     input:
-        script=script("train_sort_model.py"),
-        deps=imports("train_sort_model.py"),
+        **code("train_sort_model.py"),
     output:
         final=f"{SORT_CKPT_DIR}/Final_{{stem}}_iters{SG_TRAIN['max_iters']}.pt",
         intermediate=[
@@ -64,7 +63,7 @@ rule train_sort_model:
         **SORT_RUN_CONSTRAINTS,
     params:
         intermediate=lambda wildcards, output: " ".join(
-            f"--intermediate {path}" for path in output.intermediate
+            f"--intermediate {q(path)}" for path in output.intermediate
         ),
         batch_size=SG_TRAIN["batch_size"],
         learning_rate=SG_TRAIN["learning_rate"],
@@ -75,9 +74,9 @@ rule train_sort_model:
         log_every=SG_TRAIN["log_every"],
         device=SG["device"],
     log:
-        f"{SORTGRID}/logs/train/{SORT_RUN}/{{stem}}.log",
+        logs(f"sortgrid/train/{SORT_RUN}/{{stem}}.log"),
     benchmark:
-        f"{SORTGRID}/benchmarks/train/{SORT_RUN}/{{stem}}.tsv"
+        benchmarks(f"sortgrid/train/{SORT_RUN}/{{stem}}.tsv")
     threads: SG_RES["threads"]
     resources:
         mem_mb=SG_RES["train_mem_mb"],
@@ -85,20 +84,19 @@ rule train_sort_model:
     conda:
         env("sortgrid")
     shell:
-        "python {input.script} --final {output.final} {params.intermediate}"
-        " --batch-size {params.batch_size} --learning-rate {params.learning_rate}"
-        " --min-lr {params.min_lr} --warmup-iters {params.warmup_iters}"
-        " --weight-decay {params.weight_decay} --grad-clip {params.grad_clip}"
-        " --log-every {params.log_every} --device {params.device} --threads {threads}"
-        " 2> {log}"
+        "python {input.script:q} --final {output.final:q} {params.intermediate}"
+        " --batch-size {params.batch_size:q} --learning-rate {params.learning_rate:q}"
+        " --min-lr {params.min_lr:q} --warmup-iters {params.warmup_iters:q}"
+        " --weight-decay {params.weight_decay:q} --grad-clip {params.grad_clip:q}"
+        " --log-every {params.log_every:q} --device {params.device:q} --threads {threads}"
+        " 2> {log:q}"
 
 
 rule evaluate_sort_checkpoint:
     """Exact match and token accuracy on the test lengths, per K, for one checkpoint."""
     input:
         checkpoint=f"{SORT_CKPT_DIR}/{{ckpt}}.pt",
-        script=script("evaluate_sort_model.py"),
-        deps=imports("evaluate_sort_model.py"),
+        **code("evaluate_sort_model.py"),
     output:
         metrics=f"{SORT_EVAL_DIR}/{{ckpt}}.json",
     wildcard_constraints:
@@ -110,9 +108,9 @@ rule evaluate_sort_checkpoint:
         seed=SG_EVAL["seed"],
         device=SG["device"],
     log:
-        f"{SORTGRID}/logs/eval/{SORT_RUN}/{{ckpt}}.log",
+        logs(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.log"),
     benchmark:
-        f"{SORTGRID}/benchmarks/eval/{SORT_RUN}/{{ckpt}}.tsv"
+        benchmarks(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.tsv")
     threads: SG_RES["threads"]
     resources:
         mem_mb=SG_RES["eval_mem_mb"],
@@ -120,18 +118,17 @@ rule evaluate_sort_checkpoint:
     conda:
         env("sortgrid")
     shell:
-        "python {input.script} {input.checkpoint} --output {output.metrics}"
-        " --samples-per-length {params.samples} --batch-size {params.batch_size}"
-        " --eval-seed {params.seed} --device {params.device} --threads {threads}"
-        " 2> {log}"
+        "python {input.script:q} {input.checkpoint:q} --output {output.metrics:q}"
+        " --samples-per-length {params.samples:q} --batch-size {params.batch_size:q}"
+        " --eval-seed {params.seed:q} --device {params.device:q} --threads {threads}"
+        " 2> {log:q}"
 
 
 rule tabulate_sort_grid:
     """The grid table (per checkpoint and per configuration) and the generalization plot."""
     input:
         evaluations=SORT_EVALS,
-        script=script("tabulate_sort_grid.py"),
-        deps=imports("tabulate_sort_grid.py"),
+        **code("tabulate_sort_grid.py"),
     output:
         table=report(
             f"{SORTGRID}/sort_grid_table.csv",
@@ -149,7 +146,7 @@ rule tabulate_sort_grid:
             category="Sort grid",
         ),
     log:
-        f"{SORTGRID}/logs/tabulate_sort_grid.log",
+        logs("sortgrid/tabulate_sort_grid.log"),
     localrule: True
     resources:
         mem_mb=1000,
@@ -157,8 +154,8 @@ rule tabulate_sort_grid:
     conda:
         env("sortgrid")
     shell:
-        "python {input.script} {input.evaluations} --table {output.table}"
-        " --summary {output.summary} --plot {output.plot} 2> {log}"
+        "python {input.script:q} {input.evaluations:q} --table {output.table:q}"
+        " --summary {output.summary:q} --plot {output.plot:q} 2> {log:q}"
 
 
 if SG["enabled"]:
