@@ -1,5 +1,5 @@
-# logit-lineage: one file DAG for compressed teacher logits, long-tail experts,
-# sort-grid checkpoints and dense logit dumps. Only config loading, validation,
+# logit-lineage: one file DAG for compressed teacher logits, the students trained on
+# them, long-tail experts, sort-grid checkpoints and dense logit dumps. Only config loading, validation,
 # includes and `rule all` live here; every stage is a file in workflow/rules/.
 from pathlib import Path
 
@@ -19,6 +19,7 @@ include: "workflow/rules/hub.smk"
 include: "workflow/rules/experts.smk"
 include: "workflow/rules/sortgrid.smk"
 include: "workflow/rules/fidelity.smk"
+include: "workflow/rules/student.smk"
 
 
 rule all:

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-SECTIONS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity")
+SECTIONS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity", "student")
 
 
 def validate_section(data, schema, prefix):
