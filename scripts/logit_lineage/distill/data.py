@@ -5,7 +5,29 @@ from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
 
-LOCAL_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _read_local(path: Path):
+    """A local file as an Arrow table, read directly: `datasets`' file builders expand
+    `$VARS` and `~` in data_files, so a path with a `$` in it would name another file."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    try:
+        return pj.read_json(path)  # JSON Lines
+    except pa.ArrowInvalid:
+        if path.suffix != ".json":
+            raise
+        import json
+
+        rows = json.loads(path.read_text())  # one JSON array of rows
+        if not isinstance(rows, list):
+            raise LineageError("a .json dataset must be JSON Lines or one array of rows", path=path) from None
+        return pa.Table.from_pylist(rows)
 
 
 def load_conversations(dataset: str, *, split: str = "train", config: str | None = None,
@@ -15,10 +37,10 @@ def load_conversations(dataset: str, *, split: str = "train", config: str | None
 
     path = Path(dataset)
     try:
-        if path.suffix in LOCAL_BUILDERS:
+        if path.suffix in LOCAL_SUFFIXES:
             if not path.exists():
                 raise LineageError("dataset file does not exist", path=path)
-            ds = datasets.load_dataset(LOCAL_BUILDERS[path.suffix], data_files=str(path), split="train")
+            ds = datasets.Dataset(_read_local(path))
         else:
             ds = datasets.load_dataset(dataset, config, split=split)
     except LineageError:
