@@ -1,6 +1,7 @@
 # Shared names for every stage: where results go, which code a rule depends on,
 # and the list of final targets that `rule all` collects.
 import ast
+import functools
 import json
 import os
 import shlex
@@ -93,26 +94,34 @@ def _local_module(name):
     return None
 
 
+@functools.cache
+def _direct_imports(path):
+    """Our modules that the file at `path` imports itself (packages' __init__ files too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                dep = _local_module(".".join(parts[:i]))
+                if dep is not None:
+                    found.add(dep)
+    return frozenset(found)
+
+
 def imports(name):
     """Script `name` and every module of ours it imports, directly or not (sorted paths)."""
     first = SCRIPTS_DIR / name
     found, todo = {first}, [first]
     while todo:
-        tree = ast.parse(todo.pop().read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                continue
-            for module in modules:
-                parts = module.split(".")
-                for i in range(1, len(parts) + 1):  # packages' __init__ files count too
-                    path = _local_module(".".join(parts[:i]))
-                    if path is not None and path not in found:
-                        found.add(path)
-                        todo.append(path)
+        for dep in _direct_imports(todo.pop()) - found:
+            found.add(dep)
+            todo.append(dep)
     return sorted(str(p) for p in found)
 
 
@@ -125,13 +134,6 @@ def env(name):
     return str(ENVS / f"{name}.yaml")
 
 
-def demo_teacher_input(wildcards=None):
-    """The demo teacher is a DAG node; a real teacher is a Hub id or a path (no rule)."""
-    return [rules.build_demo_teacher.output[0]] if config["distill"]["teacher"] == "demo" else []
-
-
-def demo_dataset_input(wildcards=None):
-    return [rules.make_demo_dataset.output[0]] if config["distill"]["dataset"] == "demo" else []
 
 
 wildcard_constraints:

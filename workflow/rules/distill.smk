@@ -9,6 +9,10 @@ USE_DEMO_DATASET = DISTILL["dataset"] == "demo"
 
 TEACHER = rules.build_demo_teacher.output[0] if USE_DEMO_TEACHER else DISTILL["teacher"]
 DATASET = rules.make_demo_dataset.output[0] if USE_DEMO_DATASET else DISTILL["dataset"]
+# The demo teacher and dataset are DAG nodes; a real teacher or dataset is a Hub id or a
+# path (no rule). Plain lists, not input functions: evaluated once, not once per job.
+TEACHER_INPUT = [TEACHER] if USE_DEMO_TEACHER else []
+DATASET_INPUT = [DATASET] if USE_DEMO_DATASET else []
 
 
 SOURCE_ARGS = " ".join(
@@ -34,8 +38,8 @@ SOURCE_ARGS = " ".join(
 rule compute_lengths:
     input:
         **code("compute_lengths.py"),
-        teacher=demo_teacher_input,
-        dataset=demo_dataset_input,
+        teacher=TEACHER_INPUT,
+        dataset=DATASET_INPUT,
     output:
         lengths=f"{DISTILL_DIR}/lengths.parquet",
         skipped=f"{DISTILL_DIR}/skipped.tsv",
@@ -81,8 +85,6 @@ rule select_shard:
         plan=rules.make_shards.output[0],
     output:
         f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
-    params:
-        shard=lambda wildcards: int(wildcards.shard),
     localrule: True
     log:
         logs(f"distill/select_shard/shard-{{shard}}.log"),
@@ -92,14 +94,14 @@ rule select_shard:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python {input.script:q} --plan {input.plan:q} --shard {params.shard:q} --output {output:q} 2> {log:q}"
+        "python {input.script:q} --plan {input.plan:q} --shard {wildcards.shard} --output {output:q} 2> {log:q}"
 
 
 rule extract_logits:
     input:
         **code("extract_logits.py"),
-        teacher=demo_teacher_input,
-        dataset=demo_dataset_input,
+        teacher=TEACHER_INPUT,
+        dataset=DATASET_INPUT,
         shard=rules.select_shard.output[0],
     output:
         parquet=f"{DISTILL_DIR}/logits/shard-{{shard}}.parquet",

@@ -16,8 +16,8 @@ rule dump_dense_logits:
     """Teacher's dense logits for a seeded sample of one shard's kept tokens (GPU rule)."""
     input:
         **code("dump_dense_logits.py"),
-        teacher=demo_teacher_input,
-        dataset=demo_dataset_input,
+        teacher=TEACHER_INPUT,
+        dataset=DATASET_INPUT,
         shard=rules.extract_logits.input.shard,
     output:
         summary=f"{FIDELITY_DIR}/dense/shard-{{shard}}.json.gz",
@@ -25,9 +25,9 @@ rule dump_dense_logits:
         metadata=f"{FIDELITY_DIR}/dense/shard-{{shard}}.metadata.json",
     params:
         source=SOURCE_ARGS,
-        sample=lambda wildcards: (
+        sample=(
             f"--tokens {FIDELITY['tokens_per_shard']} --seed {FIDELITY_SEED} "
-            f"--stream {int(wildcards.shard)} --store-dtype {FIDELITY['dense_dtype']}"
+            f"--store-dtype {FIDELITY['dense_dtype']}"
         ),
         runtime=(
             f"--token-budget {DISTILL['token_budget']} --max-batch-size {DISTILL['max_batch_size']} "
@@ -45,7 +45,7 @@ rule dump_dense_logits:
         runtime=FIDELITY["dump_runtime"],
     shell:
         "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.summary:q} "
-        "{params.sample} {params.runtime} --threads {threads} 2> {log:q}"
+        "--stream {wildcards.shard} {params.sample} {params.runtime} --threads {threads} 2> {log:q}"
 
 
 rule fidelity_shard:
