@@ -13,6 +13,7 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 # common.smk validates the config (filling defaults) before any stage reads it.
 include: "workflow/rules/common.smk"
+include: "workflow/rules/code.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/hub.smk"

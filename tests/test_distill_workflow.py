@@ -73,19 +73,21 @@ def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     (work / target).unlink()
     proc = run_snakemake(work, target, "--cores", "2", configfiles=[DISTILL_TINY], snakefile=snakefile)
     assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
-    # Editing the extraction script (a rule input) makes exactly that rule out of date;
-    # editing the codec makes every rule that imports it out of date.
+    # Editing the extraction script makes exactly that rule out of date (through its code
+    # fingerprint); editing a library module makes every rule whose script imports it out
+    # of date, and no other.
     with open(snakefile.parent / "scripts" / "extract_logits.py", "a") as fh:
         fh.write("# edited\n")
     proc = run_snakemake(work, target, "-n", configfiles=[DISTILL_TINY], snakefile=snakefile)
-    assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
-    with open(snakefile.parent / "scripts" / "codec" / "lengths.py", "a") as fh:
+    assert job_counts(proc.stdout + proc.stderr) == {"code_fingerprint": 1, "extract_logits": 1, "total": 2}
+    with open(snakefile.parent / "scripts" / "logit_lineage" / "distill" / "lengths.py", "a") as fh:
         fh.write("# edited\n")
     proc = run_snakemake(work, target, "-n", configfiles=[DISTILL_TINY], snakefile=snakefile)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["compute_lengths"] == counts["make_shards"] == counts["select_shard"] == 1
     assert counts["extract_logits"] == 1
-    assert "make_demo_dataset" not in counts  # it does not read that format
+    assert counts["code_fingerprint"] == 4  # the four scripts that import it
+    assert "make_demo_dataset" not in counts and "build_demo_teacher" not in counts  # they do not read it
 
 
 def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):

@@ -139,24 +139,3 @@ def env(name):
 wildcard_constraints:
     shard=r"\d{5}",
     script=r"[a-z_]+",
-
-
-rule code_fingerprint:
-    """sha256 of a click script and of every module of ours that it imports."""
-    input:
-        modules=lambda wildcards: imports(f"{wildcards.script}.py"),
-    output:
-        f"{RESULTS}/code/{{script}}.sha256",
-    params:
-        root=q(SCRIPTS_DIR),
-    localrule: True
-    log:
-        logs("code/{script}.log"),
-    conda:
-        env("distill")
-    resources:
-        mem_mb=200,
-        runtime=1,
-    shell:
-        "(cd {params.root} && for f in {input.modules:q}; do sha256sum -- \"$(realpath --relative-to=. \"$f\")\"; done)"
-        " > {output:q}.tmp 2> {log:q} && mv -- {output:q}.tmp {output:q}"
