@@ -20,7 +20,7 @@ import torch
 
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.common.cli import log, main_guard
-from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard
+from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard, partial_lock
 from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 
@@ -54,6 +54,9 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
          output, top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size, head_chunk_rows,
          exclude_think, exclude_eot, eot_tokens, dtype, device, threads, verify_rows, max_runtime_minutes,
          teacher_label, dataset_label):
+    # One writer per shard: a second one (a requeued job while the first still runs)
+    # stops here with one line, before loading anything.
+    lock = partial_lock(output).acquire()
     if threads:
         torch.set_num_threads(threads)
     stop = StopFlag(None if max_runtime_minutes is None else max_runtime_minutes * 60)
@@ -94,7 +97,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
                                   chunk_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
-        stats = extract_shard(model, rows, settings, params, output, pad_id, stop)
+        stats = extract_shard(model, rows, settings, params, output, pad_id, stop, lock)
     except StopRequested as exc:
         click.echo(f"stopped: {exc}", err=True)
         sys.exit(EXIT_STOPPED)

@@ -9,14 +9,18 @@ import torch
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.experts.data import GeneratorSpec, class_counts, classes_info, generate
-from logit_lineage.experts.evaluate import evaluate_predictor, RejectionSpec, rejection_spec
+from logit_lineage.experts.evaluate import RejectionSpec, evaluate_predictor, rejection_spec
 from logit_lineage.experts.gating import class_balance_weights, feature_names, gating_features, mixture_log_probs
 from logit_lineage.experts.losses import logit_shift, make_loss
 from logit_lineage.experts.rejection import (
-    apply_rule, chow_weights, fit_plugin, fit_worst_group, group_view, mu_candidates,
+    apply_rule,
+    chow_weights,
+    fit_plugin,
+    fit_worst_group,
+    group_view,
+    mu_candidates,
 )
 from logit_lineage.experts.selective import aurc, group_errors
-
 
 # --- data -----------------------------------------------------------------------------
 
@@ -269,45 +273,3 @@ def test_rejection_spec_rejects_unknown_keys():
     with pytest.raises(LineageError, match="unknown config key 'experts.rejection.grid'"):
         rejection_spec({"grid": {}}, 0)
     assert rejection_spec({"mu_grid": {"min": -1, "max": 1, "steps": 3}}, 0).mu_grid().tolist() == [-1, 0, 1]
-
-
-# --- schema and code agree ------------------------------------------------------------
-
-def test_schema_defaults_match_the_code_defaults():
-    """A hand-run script with a partial config must behave like the workflow's defaults."""
-    import dataclasses
-
-    import yaml
-
-    from conftest import REPO
-    from logit_lineage.experts.expert import ExpertSpec, TrainSpec
-    from logit_lineage.experts.gating import GatingSpec, GatingTrain
-
-    props = yaml.safe_load((REPO / "workflow/schemas/experts.schema.yaml").read_text())["properties"]
-
-    def defaults(section):
-        return {k: v["default"] for k, v in props[section]["properties"].items() if "default" in v}
-
-    def fields(cls):
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-
-    data = defaults("data")
-    gen = GeneratorSpec()
-    for key in ("n_classes", "imbalance_factor", "n_max", "feature_dim", "modes_per_class", "mode_spread", "noise"):
-        assert getattr(gen, key) == data[key], key
-    per_class = props["data"]["properties"]["per_class"]["properties"]
-    assert dict(gen.per_class) == {k: v["default"] for k, v in per_class.items()}
-    for cls, section in ((ExpertSpec, "model"), (TrainSpec, "training")):
-        for key, value in fields(cls).items():
-            assert defaults(section)[key] == value, f"{section}.{key}"
-    gating = defaults("gating")
-    for cls in (GatingSpec, GatingTrain):
-        for key, value in fields(cls).items():
-            assert gating[key] == value, f"gating.{key}"
-    rej = defaults("rejection")
-    spec = RejectionSpec()
-    assert list(spec.rates) == rej["rates"]
-    grid = {k: v["default"] for k, v in props["rejection"]["properties"]["mu_grid"]["properties"].items()}
-    assert (spec.mu_min, spec.mu_max, spec.mu_steps) == (grid["min"], grid["max"], grid["steps"])
-    worst = {k: v["default"] for k, v in props["rejection"]["properties"]["worst_group"]["properties"].items()}
-    assert (spec.eg_iters, spec.eg_step, spec.fixed_point_iters) == (worst["iters"], worst["step"], rej["fixed_point_iters"])

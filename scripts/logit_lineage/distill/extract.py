@@ -4,15 +4,21 @@ Progress is kept batch by batch in `<output>.partial/` (each batch an atomic
 parquet of the final format). A SIGTERM or the runtime limit stops after the
 current batch; the rerun skips finished batches and, because the batch plan is
 a pure function of the shard, computes the rest exactly as an uninterrupted run
-would, so the final file is byte-identical.
+would, so the final file is byte-identical. One process at a time writes a shard:
+it holds an exclusive lock on `<output>.partial/lock` for the whole extraction
+(:class:`PartialLock`); a second one (say a requeued SLURM job while the first
+still runs) stops at once with one line and touches nothing.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +29,11 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from logit_lineage.formats.logits import ExampleRecord, build_table, write_logits_parquet
+from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.batching import plan_batches
 from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.distill.teacher import decoder_hidden, head_logits
+from logit_lineage.formats.logits import ExampleRecord, build_table, write_logits_parquet
 
 log = logging.getLogger("logit_lineage")
 
@@ -181,19 +188,128 @@ def _fingerprint(meta_params: dict, rows: list[Row], batches) -> str:
     return h.hexdigest()
 
 
-def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_params: dict,
-                  output: Path, pad_id: int, stop: StopFlag) -> dict:
-    """Run (or resume) one shard; write `output` when every batch is done."""
+class PartialLock:
+    """Exclusive, non-blocking `flock` on `<partial>/lock`: one writer per shard.
+
+    The lock is taken before anything in the folder is read or changed, and held
+    until the run ends, so a second writer never sees a half-made decision:
+    - it is taken first, and only then is a partial of another fingerprint
+      discarded, by emptying the folder around the lock file (never removing the
+      folder or the lock a holder has open): the lock must exist before one can
+      decide anything, and it lives in the folder it guards;
+    - flock belongs to the open file, not to the name: a process that dies (even
+      by SIGKILL) releases it, so a stale lock never blocks a rerun; and a process
+      that opened the lock file just before the holder's final clean-up unlinked
+      it would lock a deleted file, so after locking we check that the name still
+      leads to the file we hold, else start again (the folder may be gone too);
+    - the final clean-up unlinks the lock while still holding it, then removes
+      the folder only if it is empty: a newcomer that made a fresh lock in it
+      in the meantime owns the folder from then on.
+    flock works across machines on NFS (Linux emulates it with POSIX locks) and on
+    Lustre mounted with `-o flock`.
+    """
+
+    NAME = "lock"
+
+    def __init__(self, partial: Path, output: Path):
+        self.partial, self.output = Path(partial), Path(output)
+        self.path = self.partial / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "PartialLock":
+        for _ in range(100):  # more than one round only while another writer is finishing
+            self.partial.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder went away under us: make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise LineageError(
+                    f"another process is writing {self.output} (lock {self.path} held"
+                    f"{' by ' + holder if holder else ''}); let it finish, or stop it and rerun: "
+                    "its progress is kept") from None
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                self.fd = fd
+                # Who holds it, for the message a second writer prints.
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+                return self
+            os.close(fd)  # we locked a file its holder had just deleted: try again
+        raise LineageError(f"could not lock {self.path}: it keeps being removed by another process")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the file releases the flock
+            self.fd = None
+
+    def clear(self) -> None:
+        """Remove everything in the folder but the lock (only while holding it)."""
+        assert self.fd is not None
+        for entry in self.partial.iterdir():
+            if entry.name == self.NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def remove_partial(self) -> None:
+        """The run is done: remove the folder, lock last, then release."""
+        self.clear()
+        os.unlink(self.path)
+        try:
+            self.partial.rmdir()
+        except OSError:  # a newcomer's fresh lock is already in it: the folder is its own now
+            pass
+        self.release()
+
+    def __enter__(self) -> "PartialLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def partial_lock(output: Path) -> PartialLock:
+    """The (not yet taken) lock of `output`'s partial folder."""
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
+    return PartialLock(output.with_name(output.name + ".partial"), output)
+
+
+def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_params: dict,
+                  output: Path, pad_id: int, stop: StopFlag, lock: PartialLock | None = None) -> dict:
+    """Run (or resume) one shard; write `output` when every batch is done.
+
+    Raises LineageError, having touched nothing, when another process is writing
+    the same shard. A caller that took `lock` itself (before loading the teacher,
+    so that a second writer stops at once) passes it in.
+    """
+    output = Path(output)
+    if lock is not None:
+        return _extract_locked(model, rows, settings, meta_params, output, pad_id, stop, lock)
+    with partial_lock(output) as lock:
+        return _extract_locked(model, rows, settings, meta_params, output, pad_id, stop, lock)
+
+
+def _extract_locked(model, rows: list[Row], settings: ExtractionSettings, meta_params: dict,
+                    output: Path, pad_id: int, stop: StopFlag, lock: PartialLock) -> dict:
+    partial = lock.partial
     lengths = np.array([len(r.ids) for r in rows], dtype=np.int64)
     batches = plan_batches(lengths, settings.token_budget, settings.max_batch_size)
     fingerprint = _fingerprint(meta_params, rows, batches)
     stamp = partial / "fingerprint.txt"
-    if partial.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+    kept = [p for p in partial.iterdir() if p.name != PartialLock.NAME]
+    if kept and (not stamp.exists() or stamp.read_text() != fingerprint):
         log.info("discarding %s: it was made with other parameters or inputs", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+        lock.clear()
     stamp.write_text(fingerprint)
     done = {int(p.stem.split("-")[1]) for p in partial.glob("batch-*.parquet")}
     if done:
@@ -232,5 +348,5 @@ def extract_shard(model, rows: list[Row], settings: ExtractionSettings, meta_par
     else:
         table = build_table([], vocab)
     write_logits_parquet(output, table, meta_params)
-    shutil.rmtree(partial)
+    lock.remove_partial()
     return {"batches": len(batches), "examples": len(rows), "tokens": n_tokens}

@@ -13,8 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from logit_lineage.formats.safetensors_file import save_sorted
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.envelope import check_envelope
+from logit_lineage.formats.safetensors_file import save_sorted
 
 FORMAT = "logit-lineage/expert-checkpoint"
 FORMAT_VERSION = "1"
@@ -48,10 +49,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict, dict]:
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise LineageError(f"not a readable safetensors file ({exc})", path=path) from None
-    if metadata.get("format") != FORMAT:
-        raise LineageError(f"metadata key 'format' is {metadata.get('format')!r}, expected {FORMAT!r}", path=path)
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise LineageError(f"metadata key 'format_version' is {metadata.get('format_version')!r}, this reader knows {FORMAT_VERSION!r}", path=path)
+    check_envelope(metadata, path=path, format=FORMAT, version=FORMAT_VERSION, where="metadata",
+                   what="expert checkpoint")
     if metadata.get("kind") != kind:
         raise LineageError(f"metadata key 'kind' is {metadata.get('kind')!r}, expected {kind!r}", path=path)
     try:

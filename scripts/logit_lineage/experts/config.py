@@ -2,7 +2,8 @@
 
 The workflow validates the section against workflow/schemas/experts.schema.yaml first; this
 module only re-checks what a hand-run script could get wrong, with one-line errors that
-name the config key.
+name the config key. Keys a hand-run script leaves out take the schema's defaults: the
+spec dataclasses read theirs from it (common.schema), so it stays their one home.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def parse_json(text: str, option: str) -> dict:
 
 
 def build(cls, section: dict, key: str, **extra):
-    """cls(**section) keeping only cls's fields; unknown keys are an error naming the key."""
+    """cls(**section) keeping only cls's fields; unknown keys are an error naming the key.
+
+    Keys the section leaves out take cls's defaults, which are the schema's.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(section) - names)
     if unknown:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import defaults_from_schema, fill_defaults, schema_defaults
 
 HEAD, TAIL = 0, 1
 
@@ -59,16 +60,26 @@ def classes_info(counts: np.ndarray, head_threshold: int, source: dict) -> dict:
     }
 
 
+PER_CLASS_SPLITS = ("tunev", "val", "test")
+
+
+def _per_class(counts: dict) -> tuple:
+    """experts.data.per_class as ((split, n), ...) in split order."""
+    return tuple((s, int(counts[s])) for s in PER_CLASS_SPLITS)
+
+
+# Defaults: experts.data in workflow/schemas/experts.schema.yaml.
 @dataclass(frozen=True)
+@defaults_from_schema("experts", "data")
 class GeneratorSpec:
-    n_classes: int = 100
-    imbalance_factor: float = 100.0
-    n_max: int = 500
-    feature_dim: int = 32
-    modes_per_class: int = 4
-    mode_spread: float = 1.0
-    noise: float = 1.0
-    per_class: tuple = (("tunev", 20), ("val", 30), ("test", 50))
+    n_classes: int
+    imbalance_factor: float
+    n_max: int
+    feature_dim: int
+    modes_per_class: int
+    mode_spread: float
+    noise: float
+    per_class: tuple = _per_class(schema_defaults("experts", "data", "per_class"))
 
 
 def generate(spec: GeneratorSpec, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -106,13 +117,9 @@ GENERATED_KEYS = ("n_classes", "imbalance_factor", "n_max", "feature_dim", "mode
 
 
 def generator_spec(cfg: dict) -> GeneratorSpec:
-    per_class = cfg.get("per_class", {})
-    defaults = dict(GeneratorSpec().per_class)
-    defaults.update(per_class)
-    return GeneratorSpec(
-        **{k: cfg[k] for k in GENERATED_KEYS if k in cfg},
-        per_class=tuple((s, int(defaults[s])) for s in ("tunev", "val", "test")),
-    )
+    """GeneratorSpec from the experts.data section; keys left out take the schema's defaults."""
+    cfg = fill_defaults(cfg, "experts", "data")
+    return GeneratorSpec(**{k: cfg[k] for k in GENERATED_KEYS}, per_class=_per_class(cfg["per_class"]))
 
 
 def build_dataset(cfg: dict, seed: int, need_x: bool = True):
@@ -124,8 +131,9 @@ def build_dataset(cfg: dict, seed: int, need_x: bool = True):
 
     from logit_lineage.experts.data_file import DATA_SPLITS, read_split
 
-    source = cfg.get("source", "generated")
-    threshold = int(cfg.get("head_threshold", 20))
+    cfg = fill_defaults(cfg, "experts", "data")  # what the workflow's validation fills in
+    source = cfg["source"]
+    threshold = int(cfg["head_threshold"])
     if source == "generated":
         spec = generator_spec(cfg)
         splits = generate(spec, seed)
@@ -138,7 +146,7 @@ def build_dataset(cfg: dict, seed: int, need_x: bool = True):
     if not cfg.get("features_dir"):
         raise LineageError("config key 'experts.data.features_dir' must name a folder when experts.data.source is 'features'")
     root = Path(cfg["features_dir"])
-    n_classes = int(cfg.get("n_classes", 100))
+    n_classes = int(cfg["n_classes"])
     splits = {s: read_split(root / f"{s}.npz", n_classes=n_classes, need_x=need_x) for s in DATA_SPLITS}
     dims = {s: xy[0].shape[1] for s, xy in splits.items() if xy[0] is not None}
     if len(set(dims.values())) > 1:

@@ -6,25 +6,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logit_lineage.experts.rejection import (
-    apply_rule, chow_weights, fit_plugin, fit_worst_group, group_view,
-)
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import fill_defaults, schema_defaults
+from logit_lineage.experts.rejection import (
+    apply_rule,
+    chow_weights,
+    fit_plugin,
+    fit_worst_group,
+    group_view,
+)
 from logit_lineage.experts.selective import aurc, summarize
 
 log = logging.getLogger("logit_lineage")
 METHODS = ("chow", "plugin_balanced", "plugin_worst")
 
 
+# Defaults: experts.rejection in workflow/schemas/experts.schema.yaml (field names differ
+# from the schema's nested keys, so each is read here by name).
+_DEFAULTS = schema_defaults("experts", "rejection")
+
+
 @dataclass(frozen=True)
 class RejectionSpec:
-    rates: tuple = tuple(round(0.05 * i, 2) for i in range(17))  # 0 ... 0.8
-    mu_min: float = -4.0
-    mu_max: float = 4.0
-    mu_steps: int = 81
-    fixed_point_iters: int = 10
-    eg_iters: int = 10
-    eg_step: float = 1.0
+    rates: tuple = tuple(_DEFAULTS["rates"])
+    mu_min: float = _DEFAULTS["mu_grid"]["min"]
+    mu_max: float = _DEFAULTS["mu_grid"]["max"]
+    mu_steps: int = _DEFAULTS["mu_grid"]["steps"]
+    fixed_point_iters: int = _DEFAULTS["fixed_point_iters"]
+    eg_iters: int = _DEFAULTS["worst_group"]["iters"]
+    eg_step: float = _DEFAULTS["worst_group"]["step"]
     seed: int = 0
 
     def mu_grid(self) -> np.ndarray:
@@ -42,19 +52,19 @@ def rejection_spec(cfg: dict, seed: int) -> RejectionSpec:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise LineageError(f"unknown config key 'experts.rejection.{unknown[0]}' (known: {', '.join(sorted(known))})")
-    grid = cfg.get("mu_grid", {})
-    worst = cfg.get("worst_group", {})
-    rates = tuple(float(r) for r in cfg.get("rates", RejectionSpec.rates))
+    cfg = fill_defaults(cfg, "experts", "rejection")
+    grid, worst = cfg["mu_grid"], cfg["worst_group"]
+    rates = tuple(float(r) for r in cfg["rates"])
     if len(rates) < 2 or min(rates) < 0 or max(rates) >= 1:
         raise LineageError("config key 'experts.rejection.rates' needs at least two rates in [0, 1)")
     spec = RejectionSpec(
         rates=tuple(sorted(set(rates))),
-        mu_min=float(grid.get("min", RejectionSpec.mu_min)),
-        mu_max=float(grid.get("max", RejectionSpec.mu_max)),
-        mu_steps=int(grid.get("steps", RejectionSpec.mu_steps)),
-        fixed_point_iters=int(cfg.get("fixed_point_iters", RejectionSpec.fixed_point_iters)),
-        eg_iters=int(worst.get("iters", RejectionSpec.eg_iters)),
-        eg_step=float(worst.get("step", RejectionSpec.eg_step)),
+        mu_min=float(grid["min"]),
+        mu_max=float(grid["max"]),
+        mu_steps=int(grid["steps"]),
+        fixed_point_iters=int(cfg["fixed_point_iters"]),
+        eg_iters=int(worst["iters"]),
+        eg_step=float(worst["step"]),
         seed=seed,
     )
     if spec.mu_max < spec.mu_min:

@@ -7,27 +7,31 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from logit_lineage.common.schema import defaults_from_schema
 from logit_lineage.experts.losses import make_loss
 
 log = logging.getLogger("logit_lineage")
 
 
+# Defaults: experts.model and experts.training in workflow/schemas/experts.schema.yaml.
 @dataclass(frozen=True)
+@defaults_from_schema("experts", "model")
 class ExpertSpec:
     in_dim: int
     n_classes: int
-    hidden: int = 128
-    depth: int = 2
-    dropout: float = 0.1
+    hidden: int
+    depth: int
+    dropout: float
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("experts", "training")
 class TrainSpec:
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 5e-4
-    tau: float = 1.0
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    tau: float
 
 
 def build_mlp(spec: ExpertSpec):

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from logit_lineage.common.schema import defaults_from_schema
+
 EPS = 1e-12
 PER_EXPERT_FEATURES = ("entropy", "top5_mass", "max_prob", "top1_top2_gap", "cosine_to_mean", "kl_to_mean")
 GLOBAL_FEATURES = ("mean_entropy", "mean_max_prob", "top1_agreement", "mean_tail_mass")
@@ -56,20 +58,23 @@ def gating_features(logits: np.ndarray, class_groups: np.ndarray | None = None) 
     return np.concatenate([per_expert, glob], axis=1).astype(np.float32)
 
 
+# Defaults: experts.gating in workflow/schemas/experts.schema.yaml (one section for both).
 @dataclass(frozen=True)
+@defaults_from_schema("experts", "gating")
 class GatingSpec:
     n_features: int
     n_experts: int
-    hidden: int = 64
-    dropout: float = 0.1
+    hidden: int
+    dropout: float
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("experts", "gating")
 class GatingTrain:
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 3e-3
-    weight_decay: float = 1e-3
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
 
 
 def build_gating(spec: GatingSpec):
@@ -115,7 +120,7 @@ def class_balance_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def train_gating(logits: np.ndarray, targets: np.ndarray, class_groups, spec_train: GatingTrain,
-                 seed: int, hidden: int = 64, dropout: float = 0.1, progress: bool = True):
+                 seed: int, hidden: int | None = None, dropout: float | None = None, progress: bool = True):
     """Train the gating network on one split; returns (model, GatingSpec, loss history)."""
     import torch
     from tqdm import tqdm
@@ -123,7 +128,8 @@ def train_gating(logits: np.ndarray, targets: np.ndarray, class_groups, spec_tra
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     feats = gating_features(logits, class_groups)
-    spec = GatingSpec(n_features=feats.shape[1], n_experts=logits.shape[1], hidden=hidden, dropout=dropout)
+    shape = {k: v for k, v in (("hidden", hidden), ("dropout", dropout)) if v is not None}  # else the schema's
+    spec = GatingSpec(n_features=feats.shape[1], n_experts=logits.shape[1], **shape)
     model = build_gating(spec)
     model.feature_mean.copy_(torch.as_tensor(feats.mean(0)))
     model.feature_std.copy_(torch.as_tensor(feats.std(0) + 1e-6))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from logit_lineage.common.atomic import write_text
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.envelope import check_envelope
 
 SHARD_FORMAT = "logit-lineage.fidelity-shard"
 REPORT_FORMAT = "logit-lineage.fidelity-report"
@@ -59,11 +60,7 @@ def _read(path, fmt: str, keys) -> dict:
         raise LineageError("fidelity metrics file does not exist", path=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LineageError(f"truncated or corrupt JSON ({exc})", path=path) from None
-    if not isinstance(obj, dict) or obj.get("format") != fmt:
-        raise LineageError(f"not a {fmt} file", path=path)
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise LineageError(f"format version {obj.get('format_version')!r}, this reader understands {FORMAT_VERSION}",
-                           path=path)
+    check_envelope(obj, path=path, format=fmt, version=FORMAT_VERSION)
     missing = [k for k in keys if k not in obj]
     if missing:
         raise LineageError(f"lacks keys {missing}", path=path)

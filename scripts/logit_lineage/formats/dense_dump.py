@@ -35,9 +35,10 @@ from typing import Iterable, Iterator
 import torch
 from safetensors import SafetensorError, safe_open
 
-from logit_lineage.formats.safetensors_file import save_sorted
 from logit_lineage.common.atomic import atomic_path, write_text
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.envelope import check_envelope
+from logit_lineage.formats.safetensors_file import save_sorted
 
 FORMAT = "logit-lineage.dense-dump"
 FORMAT_VERSION = 1
@@ -173,12 +174,8 @@ def read_summary(summary_path: str | os.PathLike) -> dict:
         raise LineageError("dense dump summary does not exist", path=summary_path) from None
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LineageError(f"truncated or corrupt gzipped JSON summary ({exc})", path=summary_path) from None
-    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
-        raise LineageError(f"not a dense dump summary (expected format '{FORMAT}')", path=summary_path)
-    if summary.get("format_version") != FORMAT_VERSION:
-        raise LineageError(
-            f"format version {summary.get('format_version')!r}, this reader understands {FORMAT_VERSION}",
-            path=summary_path)
+    check_envelope(summary, path=summary_path, format=FORMAT, version=FORMAT_VERSION, where="summary",
+                   what="dense dump summary")
     missing = [k for k in ("num_entries", "vocab_size", "dtype", "logits_file", "logits_bytes", "metadata_file",
                            "fields") if k not in summary]
     if missing:
@@ -243,8 +240,9 @@ class DenseDump:
         with self._open() as fh:
             stored = set(fh.keys())
             header = fh.metadata() or {}
-            if header.get("logit_lineage.format") != FORMAT:
-                raise LineageError(f"safetensors header lacks logit_lineage.format '{FORMAT}'", path=path)
+            check_envelope(header, path=path, format=FORMAT, version=str(FORMAT_VERSION),
+                           format_key="logit_lineage.format", version_key="logit_lineage.format_version",
+                           where="safetensors header", what="dense dump logits file")
             listed = {m["key"] for m in self.metadata}
             if stored != listed:
                 only_st = sorted(stored - listed)

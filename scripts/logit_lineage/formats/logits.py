@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from logit_lineage.formats.indices import high_bits_for_vocab, pack_indices, unpack_indices
-from logit_lineage.formats.quantize import dequantize_rows, quantize_rows
 from logit_lineage.common.atomic import atomic_path
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.envelope import check_envelope
+from logit_lineage.formats.indices import high_bits_for_vocab, pack_indices, unpack_indices
+from logit_lineage.formats.quantize import dequantize_rows, quantize_rows
 
 FORMAT_VERSION = 2
 META_VERSION = b"logit_lineage.format_version"
@@ -152,17 +153,10 @@ def write_logits_parquet(path: str | Path, table: pa.Table, params: dict) -> Non
 
 def _check_metadata(path: str | Path, meta: dict | None) -> tuple[int, dict]:
     meta = meta or {}
-    if META_VERSION not in meta:
-        raise LineageError(
-            f"no '{META_VERSION.decode()}' key in parquet metadata: not a logit-lineage logits file",
-            path=path,
-        )
-    try:
-        version = int(meta[META_VERSION])
-    except ValueError:
-        raise LineageError(f"format version {meta[META_VERSION]!r} is not an integer", path=path) from None
-    if version != FORMAT_VERSION:
-        raise LineageError(f"format version {version}, this reader understands {FORMAT_VERSION}", path=path)
+    # The file names itself by its version key alone; keys and values are bytes.
+    header = {META_VERSION.decode(): meta[META_VERSION].decode(errors="replace")} if META_VERSION in meta else {}
+    version = int(check_envelope(header, path=path, version=str(FORMAT_VERSION), version_key=META_VERSION.decode(),
+                                 where="parquet metadata", what="logit-lineage logits file"))
     try:
         params = json.loads(meta.get(META_PARAMS, b""))
     except json.JSONDecodeError:

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from logit_lineage.common.errors import LineageError, one_line
+from logit_lineage.common.schema import defaults_from_schema
+from logit_lineage.hub.redact import scrub
 from logit_lineage.hub.settings import HubSettings
-from logit_lineage.hub.target import redact
 
 log = logging.getLogger("logit_lineage.hub")
 T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_REASON = 400
-# Upload URLs on the Hub are presigned: their query string is a short-lived credential.
-_QUERY = re.compile(r"(https?://[^\s?]+)\?[^\s)'\"]*")
 
 
 def _chain(exc: BaseException):
@@ -68,11 +66,6 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     return None
 
 
-def scrub(text: str) -> str:
-    """`text` without credentials: token values and presigned query strings."""
-    return redact(_QUERY.sub(r"\1?…", text))
-
-
 def describe(exc: BaseException) -> str:
     """One short line: status and the Hub's message, or the exception type."""
     status = http_status(exc)
@@ -92,10 +85,11 @@ def describe(exc: BaseException) -> str:
 
 
 @dataclass
+@defaults_from_schema("hub")  # retries, backoff_seconds, backoff_max_seconds
 class RetryPolicy:
-    retries: int = 5
-    backoff_seconds: float = 2.0
-    backoff_max_seconds: float = 60.0
+    retries: int
+    backoff_seconds: float
+    backoff_max_seconds: float
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     @classmethod

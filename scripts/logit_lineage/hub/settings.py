@@ -1,8 +1,8 @@
 """The `hub` config section as a typed object, with the schema's defaults.
 
 Scripts receive the section as one JSON argument (as the rules pass it); keys the
-config left out take the same defaults as workflow/schemas/hub.schema.yaml (a
-test keeps the two in step).
+config left out take their defaults from workflow/schemas/hub.schema.yaml, read at
+import (common.schema), so the schema stays their one home.
 """
 from __future__ import annotations
 
@@ -12,24 +12,28 @@ import re
 from dataclasses import dataclass
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import defaults_from_schema
 
 REPO_TYPES = ("dataset",)
 _CREDENTIAL_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("hub")
 class HubSettings:
-    repo_id: str | None = None
-    repo_type: str = "dataset"
-    revision: str = "main"
-    private: bool = True
-    shards_per_commit: int = 100
-    retries: int = 5
-    backoff_seconds: float = 2.0
-    backoff_max_seconds: float = 60.0
-    endpoint: str | None = None
-    use_xet: bool = False
-    local_jobs: bool = True
+    """One field per key of the schema; every default is the schema's."""
+
+    repo_id: str | None
+    repo_type: str
+    revision: str
+    private: bool
+    shards_per_commit: int
+    retries: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+    endpoint: str | None
+    use_xet: bool
+    local_jobs: bool
 
     @classmethod
     def from_mapping(cls, data: dict, *, source: str = "hub") -> "HubSettings":

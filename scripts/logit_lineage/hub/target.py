@@ -2,7 +2,7 @@
 
 The token comes only from `HF_TOKEN` or the cached login (`hf auth login`), read
 by huggingface_hub itself; this package never takes it as an argument, never
-stores it, and scrubs it from every message it prints (:func:`redact`).
+stores it, and scrubs it from every message it prints (hub.redact).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.hub.redact import ScrubFilter, current_token
 from logit_lineage.hub.settings import HubSettings
 
 
@@ -65,33 +66,12 @@ def make_api(settings: HubSettings, *, require_token: bool = True):
             "HF_HUB_OFFLINE is set: publishing to the Hub needs the network "
             "(unset it, or run `make demo HF_HUB_OFFLINE=0`)"
         )
-    if require_token and not _current_token():
+    if require_token and not current_token():
         raise LineageError(
             "no Hugging Face token: set HF_TOKEN or log in with `hf auth login` "
             "(tokens are never read from config)"
         )
     return HfApi(endpoint=resolve_endpoint(settings))
-
-
-def _current_token() -> str | None:
-    from huggingface_hub import get_token
-
-    try:
-        return get_token()
-    except Exception:  # a broken login must not leak through an odd traceback
-        return None
-
-
-def _secrets() -> list[str]:
-    values = [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"), _current_token()]
-    return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    """`text` with every known credential value replaced by `***`."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return text
 
 
 def target_fields(target: RepoTarget) -> dict:
@@ -109,19 +89,6 @@ def check_same_target(receipt: dict, target: RepoTarget, *, source: str) -> None
                 "rerun the step that wrote it", path=source)
 
 
-class _ScrubFilter:
-    """Rewrites each log record with credentials and presigned query strings removed."""
-
-    def filter(self, record) -> bool:
-        from logit_lineage.hub.retry import scrub
-
-        message = record.getMessage()
-        clean = scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        return True
-
-
 def secure_logging() -> None:
     """Logs carry no token and no presigned upload URL.
 
@@ -133,8 +100,8 @@ def secure_logging() -> None:
     from huggingface_hub.utils import logging as hf_logging
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    scrub_filter = _ScrubFilter()
+    scrub_filter = ScrubFilter()
     for logger in (logging.getLogger(), hf_logging.get_logger()):
         for handler in logger.handlers:
-            if not any(isinstance(f, _ScrubFilter) for f in handler.filters):
+            if not any(isinstance(f, ScrubFilter) for f in handler.filters):
                 handler.addFilter(scrub_filter)

@@ -20,6 +20,7 @@ from typing import Any
 
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.envelope import check_envelope
 
 FORMAT = "sortgrid-eval"
 VERSION = 1
@@ -45,13 +46,8 @@ def read_eval(path: str | Path) -> dict[str, Any]:
 
 
 def check_eval(record: Any, path=None) -> None:
-    if not isinstance(record, dict):
-        raise LineageError("evaluation file is not a JSON object", path=path)
-    if record.get("format") != FORMAT or record.get("version") != VERSION:
-        raise LineageError(
-            f"format {record.get('format')!r} version {record.get('version')!r}, expected {FORMAT!r} version {VERSION}",
-            path=path,
-        )
+    check_envelope(record, path=path, format=FORMAT, version=VERSION, version_key="version",
+                   what="sort-grid evaluation file")
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise LineageError(f"missing key(s) {', '.join(missing)}", path=path)
