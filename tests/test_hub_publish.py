@@ -4,6 +4,7 @@ Round trip, idempotence, a changed shard, faults and the commit count at scale.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +230,33 @@ def test_xet_is_what_the_client_would_use_unless_disabled(hub_server, hub_env, s
         preupload_shard(api, target, shards[0], naming.path_in_repo(0, 5), retry=RetryPolicy(0))
     assert hub_server.counts["xet"] == 1 and hub_server.uploads == 0
     make_api(HubSettings(repo_id=REPO_ID, endpoint=hub_server.url))  # back to LFS for later tests
+
+
+KD_DIGEST = """
+import json, sys
+import numpy as np
+from logit_lineage.kd import CompressedLogitsDataset, collate
+source = sys.argv[1] if len(sys.argv) == 2 else sys.argv[1:]
+ds = CompressedLogitsDataset(source)
+items = sorted(ds, key=lambda it: it["index"])
+batch = collate(items[:4])
+print(json.dumps({"vocab": ds.vocab_size, "params": ds.params["top_p"],
+                  "items": [[it["index"], {k: float(np.asarray(v, dtype=np.float64).sum())
+                                           for k, v in sorted(it.items()) if k != "index"}] for it in items],
+                  "batch_mask": int(batch["targets"].mask.sum())}))
+"""
+
+
+def test_kd_dataset_streams_published_shards_through_datasets(hub_server, hub_env, settings, shards):
+    """logit_lineage.kd reads a published repo with `datasets` streaming (params from the card)
+    and yields exactly what it yields from the local shards."""
+    _publish(settings, shards)
+    env = {**os.environ, **hub_env, "HF_DATASETS_OFFLINE": "0", "HF_HUB_OFFLINE": "0"}
+    remote = subprocess.run([sys.executable, "-c", KD_DIGEST, REPO_ID], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    local = subprocess.run([sys.executable, "-c", KD_DIGEST, *map(str, shards)], capture_output=True, text=True,
+                           timeout=300)
+    assert local.returncode == 0, local.stderr[-3000:]
+    got, want = json.loads(remote.stdout), json.loads(local.stdout)
+    assert len(got["items"]) == 20 and got == want

@@ -19,10 +19,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 import bench_bytes
+import bench_columns
 import bench_compress
 import bench_dryrun
 import bench_extraction
+import bench_kd_loader
 import bench_padding
+import bench_reader
 from benchlib import format_table, machine_info, markdown_table
 from context import BenchContext
 
@@ -32,6 +35,10 @@ BENCHMARKS = {
     "3": ("padding waste: token budget over sorted shards vs fixed batches", bench_padding.run),
     "4": ("extraction throughput vs bare forward (CPU)", bench_extraction.run),
     "5": ("snakemake dry run vs shard count", bench_dryrun.run),
+    "5b": ("snakemake dry run vs a bare Snakefile with the same jobs", bench_dryrun.run_against_bare),
+    "7": ("KD loader: decode + collate throughput", bench_kd_loader.run),
+    "8": ("reader per-token decoding before/after linear offsets", bench_reader.run),
+    "9": ("bytes per token per column", bench_columns.run),
 }
 
 

@@ -63,6 +63,12 @@ def unpack_indices(low: np.ndarray, packed: bytes, high_bits: int) -> np.ndarray
     ids = low.astype(np.int64)
     if high_bits == 0 or n == 0:
         return ids
+    if 8 % high_bits == 0:  # whole ids per byte (1, 2, 4, 8 bits): shift and mask, no bit array
+        per_byte = 8 // high_bits
+        shifts = np.arange(per_byte, dtype=np.uint8) * np.uint8(high_bits)
+        b = np.frombuffer(packed, dtype=np.uint8)
+        high = ((b[:, None] >> shifts) & np.uint8((1 << high_bits) - 1)).reshape(-1)[:n]
+        return ids | (high.astype(np.int64) << 16)
     bits = np.unpackbits(
         np.frombuffer(packed, dtype=np.uint8), count=n * high_bits, bitorder="little"
     ).reshape(n, high_bits)

@@ -262,8 +262,20 @@ class LogitsShard:
     """A checked logits parquet with row-wise decoding."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.table, self.params = read_logits_table(path)
+        table, params = read_logits_table(path)
+        self._setup(table, params, Path(path))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, params: dict, source: str | Path = "<table>") -> "LogitsShard":
+        """Rows already in memory (e.g. a batch streamed by `datasets`), with the params of
+        the shards they came from; the caller has checked the columns."""
+        shard = cls.__new__(cls)
+        shard._setup(table, params, Path(source))
+        return shard
+
+    def _setup(self, table: pa.Table, params: dict, path: Path) -> None:
+        self.path = path
+        self.table, self.params = table, params
         self.high_bits = int(self.params["index_high_bits"])
         self._cols = {
             name: _Ragged(self.table.column(name))

@@ -23,23 +23,17 @@ import torch
 
 # Keys of one example's flat targets (what `example_targets` returns and `collate_targets` pads).
 PER_TOKEN = ("positions", "token_ids", "logsumexp", "tail_mass", "nucleus_counts", "tail_counts")
-FLAT_NUCLEUS = ("nucleus_ids", "nucleus_logprobs")
+FLAT_NUCLEUS = ("nucleus_ids", "nucleus_logprobs", "nucleus_probs")
 FLAT_TAIL = ("tail_ids", "tail_logprobs", "tail_weights")
 
 
 def log_inclusion(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """log q = log(1 − exp(−exp(log p − κ))), stable for tiny and for large log p − κ (float64).
-
-    κ = −inf gives log q = 0 (q = 1: the whole tail was kept).
-    """
+    """log q = log(1 − exp(−exp(log p − κ))) (float64), stable at both ends: −expm1 keeps
+    full precision for tiny exp(log p − κ), and below exp's range (log p − κ < −700)
+    log q = log p − κ. κ = −inf gives log q = 0 (q = 1: the whole tail was kept)."""
     d = np.asarray(logprobs, dtype=np.float64) - np.asarray(threshold, dtype=np.float64)
-    out = np.zeros_like(d)
-    small = d < -20.0  # q = x − x²/2 + …, x = e^d: log q = d + log1p(−x/2 + x²/6)
-    x = np.exp(d[small])
-    out[small] = d[small] + np.log1p(-x / 2 + x * x / 6)
-    mid = ~small & (d < 40.0)  # beyond 40, exp(−e^d) is 0 in float64: q = 1
-    out[mid] = np.log(-np.expm1(-np.exp(d[mid])))
-    return out
+    with np.errstate(divide="ignore"):
+        return np.where(d < -700.0, d, np.log(-np.expm1(-np.exp(np.maximum(d, -700.0)))))
 
 
 def tail_weights(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -57,7 +51,8 @@ def example_targets(ex) -> dict[str, np.ndarray | int]:
 
     Per token: positions, token_ids (int64), logsumexp (float64), tail_mass (float64),
     nucleus_counts, tail_counts (int64). Flat, token after token: nucleus_ids,
-    nucleus_logprobs, tail_ids, tail_logprobs, tail_weights (ids int64, the rest float64).
+    nucleus_logprobs, nucleus_probs, tail_ids, tail_logprobs, tail_weights (ids int64, the rest
+    float64).
     """
     n_counts = np.asarray(ex.top_counts, dtype=np.int64)
     s_counts = np.asarray(ex.sampled_counts, dtype=np.int64)
@@ -65,7 +60,8 @@ def example_targets(ex) -> dict[str, np.ndarray | int]:
     n_lp = np.asarray(ex.top_logits, dtype=np.float64) - np.repeat(lse, n_counts)
     s_lp = np.asarray(ex.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
     kappa = np.repeat(np.asarray(ex.threshold, dtype=np.float64), s_counts)
-    nucleus_mass = np.bincount(_segments(n_counts), weights=np.exp(n_lp), minlength=n_counts.size)
+    n_p = np.exp(n_lp)
+    nucleus_mass = np.bincount(_segments(n_counts), weights=n_p, minlength=n_counts.size)
     return {
         "index": int(ex.index),
         "positions": np.asarray(ex.positions, dtype=np.int64),
@@ -76,6 +72,7 @@ def example_targets(ex) -> dict[str, np.ndarray | int]:
         "tail_counts": s_counts,
         "nucleus_ids": np.asarray(ex.top_ids, dtype=np.int64),
         "nucleus_logprobs": n_lp,
+        "nucleus_probs": n_p,
         "tail_ids": np.asarray(ex.sampled_ids, dtype=np.int64),
         "tail_logprobs": s_lp,
         "tail_weights": tail_weights(s_lp, kappa),
@@ -99,7 +96,6 @@ class SparseTargets:
     nucleus_counts: torch.Tensor  # int64 [B, T]
     nucleus_ids: torch.Tensor  # int64 [B, T, Kn]
     nucleus_probs: torch.Tensor  # float32 [B, T, Kn]
-    nucleus_logprobs: torch.Tensor  # float32 [B, T, Kn]
     tail_counts: torch.Tensor  # int64 [B, T]
     tail_ids: torch.Tensor  # int64 [B, T, Ks]
     tail_weights: torch.Tensor  # float32 [B, T, Ks]: p / q
@@ -139,15 +135,25 @@ class SparseTargets:
                 moved[name] = value.pin_memory()
         return SparseTargets(**moved)
 
-    def flat(self) -> dict[str, torch.Tensor]:
-        """The kept tokens in (b, j) order: per-token [N] and per-entry [N, K] tensors."""
-        m = self.mask
-        return {f.name: getattr(self, f.name)[m] for f in fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor) and f.name != "mask"}
+    @property
+    def nucleus_logprobs(self) -> torch.Tensor:
+        """log p on the nucleus (0 on padding), float32 [B, T, Kn]."""
+        return torch.where(self.nucleus_mask, torch.log(self.nucleus_probs), 0.0)
 
-    def student_rows(self, seq_len: int) -> torch.Tensor:
-        """Row indices into student logits viewed as [B·seq_len, V], one per kept token in
-        (b, j) order: b·seq_len + position − 1 (the row that predicts the stored token)."""
+    def flat(self) -> dict[str, torch.Tensor]:
+        """The kept tokens in (b, j) order: per-token [N] and per-entry [N, K] tensors
+        (every field but the mask, plus nucleus_logprobs)."""
+        m = self.mask
+        out = {f.name: getattr(self, f.name)[m] for f in fields(self)
+               if isinstance(getattr(self, f.name), torch.Tensor) and f.name != "mask"}
+        k = torch.arange(out["nucleus_ids"].shape[-1], device=m.device)
+        ok = k < out["nucleus_counts"][:, None]
+        out["nucleus_logprobs"] = torch.where(ok, torch.log(out["nucleus_probs"]), 0.0)
+        return out
+
+    def student_index(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, position − 1) of every kept token in (b, j) order: where the student's logits
+        that predict the stored token sit in [B, seq_len, V] logits."""
         b = torch.arange(self.mask.shape[0], device=self.mask.device)[:, None].expand_as(self.mask)
         pos = self.positions[self.mask]
         if pos.numel():
@@ -155,58 +161,58 @@ class SparseTargets:
             if lo < 1 or hi > seq_len:
                 raise ValueError(f"stored positions span [{lo}, {hi}]: student logits of length {seq_len} "
                                  f"cover positions 1…{seq_len} (row t−1 predicts token t)")
-        return b[self.mask] * seq_len + pos - 1
+        return b[self.mask], pos - 1
 
-
-def _pad_flat(values: np.ndarray, counts: np.ndarray, tok_b: np.ndarray, tok_j: np.ndarray,
-              shape: tuple[int, int, int], dtype) -> np.ndarray:
-    """Scatter a flat array cut into rows of `counts` (row r → (tok_b[r], tok_j[r])) into `shape`."""
-    out = np.zeros(shape, dtype=dtype)
-    if values.size:
-        seg = _segments(counts)
-        starts = np.cumsum(counts) - counts
-        col = np.arange(values.size) - starts[seg]
-        out[tok_b[seg], tok_j[seg], col] = values
-    return out
+    def student_rows(self, seq_len: int) -> torch.Tensor:
+        """Row indices into student logits viewed as [B·seq_len, V], one per kept token in
+        (b, j) order: b·seq_len + position − 1 (the row that predicts the stored token)."""
+        b, t = self.student_index(seq_len)
+        return b * seq_len + t
 
 
 def collate_targets(examples: list[dict], vocab_size: int | None = None) -> SparseTargets:
-    """Pad the flat targets of several examples (`example_targets`) into one `SparseTargets`."""
-    n_tok = np.array([len(e["positions"]) for e in examples], dtype=np.int64)
-    bsz, tmax = len(examples), int(n_tok.max()) if len(examples) else 0
-    tok_b = np.repeat(np.arange(bsz), n_tok)
-    tok_j = np.arange(int(n_tok.sum())) - np.repeat(np.cumsum(n_tok) - n_tok, n_tok)
+    """Pad the flat targets of several examples (`example_targets`) into one `SparseTargets`.
 
-    def cat(key, dtype):
-        return np.concatenate([np.asarray(e[key], dtype=dtype) for e in examples]) if examples else np.zeros(0, dtype)
+    Flat arrays are in (example, token, entry) order, which is the C order of the padded
+    [B, T, K] layout restricted to its valid entries: every field is one boolean-mask fill.
+    """
+    bsz = len(examples)
+    n_tok = np.fromiter((len(e["positions"]) for e in examples), dtype=np.int64, count=bsz)
+    tmax = int(n_tok.max()) if bsz else 0
+    tok_ok = np.arange(tmax)[None, :] < n_tok[:, None]  # [B, T]
 
-    def per_token(key, dtype, fill=0):
-        out = np.full((bsz, tmax), fill, dtype=dtype)
-        out[tok_b, tok_j] = cat(key, dtype)
+    def cat(key):
+        return np.concatenate([e[key] for e in examples]) if bsz else np.zeros(0)
+
+    def per_token(key, dtype):
+        out = np.zeros((bsz, tmax), dtype=dtype)
+        out[tok_ok] = cat(key)
         return out
 
-    n_counts, s_counts = cat("nucleus_counts", np.int64), cat("tail_counts", np.int64)
-    kn = int(n_counts.max()) if n_counts.size else 0
-    ks = int(s_counts.max()) if s_counts.size else 0
-    n_lp = _pad_flat(cat("nucleus_logprobs", np.float64), n_counts, tok_b, tok_j, (bsz, tmax, kn), np.float64)
-    n_ok = np.arange(kn) < per_token("nucleus_counts", np.int64)[..., None]
+    n_counts, s_counts = per_token("nucleus_counts", np.int64), per_token("tail_counts", np.int64)
+    kn, ks = int(n_counts.max(initial=0)), int(s_counts.max(initial=0))
+    n_ok = np.arange(kn) < n_counts[..., None]  # [B, T, Kn]
+    s_ok = np.arange(ks) < s_counts[..., None]
+
+    def padded(key, ok, dtype):
+        out = np.zeros(ok.shape, dtype=dtype)
+        out[ok] = cat(key)
+        return torch.from_numpy(out)
+
     t = torch.from_numpy
     return SparseTargets(
         positions=t(per_token("positions", np.int64)),
         token_ids=t(per_token("token_ids", np.int64)),
-        mask=t(np.arange(tmax)[None, :] < n_tok[:, None]),
+        mask=t(tok_ok),
         logsumexp=t(per_token("logsumexp", np.float64)),
         tail_mass=t(per_token("tail_mass", np.float64)),
-        nucleus_counts=t(per_token("nucleus_counts", np.int64)),
-        nucleus_ids=t(_pad_flat(cat("nucleus_ids", np.int64), n_counts, tok_b, tok_j, (bsz, tmax, kn), np.int64)),
-        nucleus_probs=t(np.where(n_ok, np.exp(n_lp), 0.0).astype(np.float32)),
-        nucleus_logprobs=t(n_lp.astype(np.float32)),
-        tail_counts=t(per_token("tail_counts", np.int64)),
-        tail_ids=t(_pad_flat(cat("tail_ids", np.int64), s_counts, tok_b, tok_j, (bsz, tmax, ks), np.int64)),
-        tail_weights=t(_pad_flat(cat("tail_weights", np.float64), s_counts, tok_b, tok_j, (bsz, tmax, ks),
-                                 np.float32)),
-        tail_logprobs=t(_pad_flat(cat("tail_logprobs", np.float64), s_counts, tok_b, tok_j, (bsz, tmax, ks),
-                                  np.float32)),
+        nucleus_counts=t(n_counts),
+        nucleus_ids=padded("nucleus_ids", n_ok, np.int64),
+        nucleus_probs=padded("nucleus_probs", n_ok, np.float32),
+        tail_counts=t(s_counts),
+        tail_ids=padded("tail_ids", s_ok, np.int64),
+        tail_weights=padded("tail_weights", s_ok, np.float32),
+        tail_logprobs=padded("tail_logprobs", s_ok, np.float32),
         vocab_size=vocab_size,
     )
 
@@ -233,6 +239,7 @@ def targets_from_compressed(c, positions: torch.Tensor | None = None, token_ids:
     }
     ex["tail_logprobs"] = c.sampled_logits.double().cpu().numpy()[s_ok] - np.repeat(lse, sc)
     ex["tail_weights"] = tail_weights(ex["tail_logprobs"], np.repeat(c.threshold.double().cpu().numpy(), sc))
-    mass = np.bincount(_segments(ex["nucleus_counts"]), weights=np.exp(ex["nucleus_logprobs"]), minlength=m)
+    ex["nucleus_probs"] = np.exp(ex["nucleus_logprobs"])
+    mass = np.bincount(_segments(ex["nucleus_counts"]), weights=ex["nucleus_probs"], minlength=m)
     ex["tail_mass"] = np.clip(1.0 - mass, 0.0, 1.0)
     return collate_targets([ex], vocab_size=vocab_size)

@@ -1,0 +1,434 @@
+"""Sparse knowledge-distillation losses on compressed teacher logits, chunked over rows.
+
+`kd_loss(student_logits, targets, kind=…, estimator=…, temperature=T)` compares the
+student's softmax(z / T) at every stored token with the teacher's tempered distribution
+p_T ∝ p^(1/T), and multiplies by T² (Hinton et al.: gradients keep their scale across T).
+Notation per token: nucleus N (exact p_i), tail sample S (p_j with weights w_j = p_j / q_j),
+exact tail mass m = 1 − Σ_N p_i, student logits z over the vocabulary V.
+
+kind="ce", "forward_kl" (forward KL = CE − H(p_T); the entropy is a constant of the student,
+estimated with the same weights):
+
+- estimator="unbiased", T = 1: **unbiased in value and gradient**. Horvitz–Thompson on
+  log-probabilities: CE = −Σ_N p_i log s_i − Σ_{tail} p_i log s_i with s = softmax(z), and the
+  tail sum is estimated by Σ_S w_j log s_j (priority-sampling weights w = p / q):
+  CE ≈ −Σ_N p_i log s_i − Σ_S w_j log s_j, forward KL ≈ Σ_N p_i (log p_i − log s_i) +
+  Σ_S w_j (log p_j − log s_j). Gradient: M·softmax(z) − p_N − w_S (scattered) with
+  M = Σ_N p + Σ_S w (mean 1), whose expectation is softmax(z) − p. It depends on z only
+  through log softmax(z): adding a constant to the logits changes nothing, the gradient sums
+  to 0, and a student equal to the teacher gets KL estimate 0 whatever the sample.
+- estimator="unbiased_exact_mass", T = 1: **unbiased in value and gradient**, the other
+  natural form: CE = logsumexp(z) − Σ_N p_i z_i − Σ_{tail} p_i z_i with the tail sum
+  estimated by Σ_S w_j z_j, so logsumexp(z) multiplies the exact total mass 1; gradient
+  softmax(z) − p_N − w_S. Its value is not invariant to a logit offset: the error carries
+  (m − Σ_S w)·logsumexp(z), so the value's spread grows with |logsumexp(z)| (measured: 1.5–10×
+  the "unbiased" form's spread at V = 151,936, docs/KD.md), and its gradient has a component
+  (m − Σ_S w) along the all-ones direction. The gradient's spread on the other directions is
+  about the same as the "unbiased" form's (which adds (Σ_S w − m)·softmax(z) instead).
+  For both forms the variance comes from the tail term only.
+- estimator="unbiased" (or "unbiased_exact_mass"), T ≠ 1: **consistent, biased** (ratio estimator). p_T needs
+  Z_T = Σ p^(1/T); Ẑ_T = Σ_N p^(1/T) + Σ_S w_j p_j^(1/T − 1) is unbiased, but the
+  weights p_i^(1/T) / Ẑ_T and w_j p_j^(1/T−1) / Ẑ_T divide by an estimate, so value and
+  gradient are biased by O(Var Ẑ_T / Z_T²); the bias vanishes as the tail sample grows and
+  is 0 when the whole tail was kept. The weights sum to 1, so the gradient sums to 0.
+  T < 1 shrinks the tail's share and the estimate is nearly exact; T > 1 is served poorly:
+  the sample is drawn ∝ p, not ∝ p^(1/T), so the tempered tail (most of p_T at large V)
+  is estimated from few, heavily weighted tokens (docs/KD.md: +26–40 % bias at T = 2).
+- estimator="topk" (the peers' renormalised top-k): **biased**. The nucleus renormalised
+  to 1 (p_i^(1/T) / Σ_N p^(1/T)), the tail dropped: the student is pulled to put no mass
+  on the tail; the bias does not shrink with more data.
+
+kind="reverse_kl", KL(s_T ‖ p_T) = Σ_v s_v log s_v − Σ_v s_v log p_T,v, with s_T the student's
+full softmax (known exactly) and log p_T,v = log p_v / T − log Z_T:
+
+- estimator="unbiased", T = 1: **unbiased in value and gradient**. Σ_v s_v log p_v is
+  Σ_N s_i log p_i (exact) + Σ_{tail} s_v log p_v, and the tail sum is estimated by
+  Σ_S (s_j / q_j) log p_j (Horvitz–Thompson: the tail weights w_j = p_j / q_j applied to
+  f(j) = s_j log p_j / p_j). q does not depend on the student, so the gradient of the
+  estimate is an unbiased estimate of the gradient. Its variance grows with s_j / p_j on
+  the tail: small for a student close to the teacher, large when the student puts much
+  more mass than the teacher on tokens the teacher rarely samples (a flat student early in
+  training): the tail term is then heavy-tailed (docs/KD.md has figures).
+- estimator="unbiased", T ≠ 1: the same estimate divided by T, minus log Ẑ_T (the ratio
+  estimate above). **Gradient unbiased; value biased** by E[log Ẑ_T] − log Z_T, a constant
+  of the student.
+- estimator="topk": **biased**. Student and teacher both restricted to the nucleus and
+  renormalised there (the peers' top-k reverse KL); the student's mass outside the
+  nucleus is not penalised at all.
+
+Memory: rows are processed `chunk_rows` at a time by custom autograd Functions whose
+backward recomputes the softmax per chunk, so at most one [chunk_rows, V] float32 buffer
+is alive besides the student logits and their gradient (reverse KL needs two, and halves
+the rows per step to stay within the same budget). Nothing of size [tokens, V] is made
+from the targets, and [B, L, V] logits are read in place (no reshape copy, no gather of
+the kept rows). Per-row values are accumulated in float64 and returned as float32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from logit_lineage.kd.targets import SparseTargets
+
+KINDS = ("forward_kl", "ce", "reverse_kl")
+ESTIMATORS = ("unbiased", "unbiased_exact_mass", "topk")
+DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 buffer per step when chunk_rows is not given
+
+
+def default_chunk_rows(vocab: int) -> int:
+    return max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, vocab)))
+
+
+# --- the chunked row function ------------------------------------------------------------------
+
+
+Rows = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _select(logits: torch.Tensor, rows: Rows, a: int, b: int) -> torch.Tensor:
+    """Selected rows a:b: logits[a:b] (rows None), rows of a 2-D view (a tensor of row
+    indices), or (batch, position) pairs of a non-contiguous [B, L, V] tensor (a tuple)."""
+    if rows is None:
+        return logits[a:b]
+    if isinstance(rows, tuple):
+        return logits[rows[0][a:b], rows[1][a:b]]
+    return logits.index_select(0, rows[a:b])
+
+
+def _gather_rows(logits: torch.Tensor, rows: Rows, a: int, b: int, buf: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """Selected rows a:b as float32 z/T in `buf` (no other [rows, V] float32 tensor)."""
+    out = buf[: b - a]
+    if isinstance(rows, torch.Tensor) and logits.dtype == torch.float32:
+        torch.index_select(logits, 0, rows[a:b], out=out)
+    else:
+        out.copy_(_select(logits, rows, a, b))
+    if temperature != 1.0:
+        out.div_(temperature)
+    return out
+
+
+def _add_rows(grad: torch.Tensor, rows: Rows, a: int, b: int, y: torch.Tensor) -> None:
+    src = y if grad.dtype == torch.float32 else y.to(grad.dtype)
+    if rows is None:
+        grad[a:b] = src
+    elif isinstance(rows, tuple):
+        grad.index_put_((rows[0][a:b], rows[1][a:b]), src, accumulate=True)
+    else:
+        grad.index_add_(0, rows[a:b], src)
+
+
+class _LinearTargetKD(torch.autograd.Function):
+    """Per-row T²·(M·logsumexp(z/T) − Σ_k α_k z_{id_k}/T) for weights α over stored ids and a
+    mass M per row, computed as Σ_k α_k (logsumexp − z_k/T) + (M − Σα)·logsumexp.
+
+    Forward: logsumexp per row (one float32 [chunk, V] buffer, exp in place).
+    Backward: T·g·(M·softmax(z/T) − scatter(α)), chunk by chunk, into the gradient of the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, logits2d, rows, ids, alpha, mass, temperature: float, chunk: int):
+        n, vocab = ids.shape[0], logits2d.shape[-1]
+        out = torch.empty(n, dtype=torch.float64, device=logits2d.device)
+        lse = torch.empty(n, dtype=torch.float32, device=logits2d.device)
+        buf = torch.empty((min(chunk, max(n, 1)), vocab), dtype=torch.float32, device=logits2d.device)
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            y = _gather_rows(logits2d, rows, a, b, buf, temperature)
+            picked = y.gather(1, ids[a:b]).double()
+            mx = y.amax(1, keepdim=True)
+            mx = torch.where(torch.isfinite(mx), mx, 0.0)
+            y.sub_(mx).exp_()
+            lse[a:b] = mx.squeeze(1) + torch.log(y.sum(1))
+            al = alpha[a:b].double()
+            l64 = lse[a:b].double()
+            out[a:b] = (torch.where(al > 0, al * (l64[:, None] - picked), 0.0).sum(1)
+                        + (mass[a:b] - al.sum(1)) * l64)
+        ctx.save_for_backward(logits2d, ids, alpha, mass, lse)
+        ctx.rows, ctx.temperature, ctx.chunk = rows, temperature, chunk
+        return out * temperature**2
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        logits2d, ids, alpha, mass, lse = ctx.saved_tensors
+        rows, t, chunk = ctx.rows, ctx.temperature, ctx.chunk
+        grad = torch.empty_like(logits2d) if rows is None else torch.zeros_like(logits2d)  # None: all rows written
+        n, vocab = ids.shape[0], logits2d.shape[-1]
+        buf = torch.empty((min(chunk, max(n, 1)), vocab), dtype=torch.float32, device=logits2d.device)
+        scale = grad_rows.float() * t
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            y = _gather_rows(logits2d, rows, a, b, buf, t)
+            y.sub_(lse[a:b, None]).exp_().mul_(mass[a:b].float()[:, None])
+            y.scatter_add_(1, ids[a:b], -alpha[a:b])
+            y.mul_(scale[a:b, None])
+            _add_rows(grad, rows, a, b, y)
+        return grad, None, None, None, None, None, None
+
+
+class _ReverseKD(torch.autograd.Function):
+    """Per-row T²·(Σ_v s_v log s_v − Σ_k γ_k s_{id_k}), s = softmax(z/T), γ over stored ids.
+
+    Gradient T·g·s ⊙ (log s − KL) off the stored ids and T·g·s ⊙ (log s − γ − KL) on them.
+    Padding entries (`ok` False) repeat the row's first stored id and γ, so the stored
+    entries are written with one scatter (overwrite), without cancellation.
+    """
+
+    @staticmethod
+    def forward(ctx, logits2d, rows, ids, gamma, ok, temperature: float, chunk: int):
+        n, vocab = ids.shape[0], logits2d.shape[-1]
+        dev = logits2d.device
+        kl = torch.empty(n, dtype=torch.float64, device=dev)
+        lse = torch.empty(n, dtype=torch.float32, device=dev)
+        rows_per = max(1, chunk // 2)
+        buf = torch.empty((min(rows_per, max(n, 1)), vocab), dtype=torch.float32, device=dev)
+        buf2 = torch.empty_like(buf)
+        for a in range(0, n, rows_per):
+            b = min(n, a + rows_per)
+            y = _gather_rows(logits2d, rows, a, b, buf, temperature)
+            s = buf2[: b - a]
+            mx = y.amax(1, keepdim=True)
+            torch.sub(y, mx, out=s).exp_()
+            lse[a:b] = mx.squeeze(1) + torch.log(s.sum(1))
+            y.sub_(lse[a:b, None])  # log s
+            torch.exp(y, out=s)
+            neg_ent = torch.bmm(s.unsqueeze(1), y.unsqueeze(2)).reshape(-1).double()
+            s_k = torch.where(ok[a:b], s.gather(1, ids[a:b]).double(), 0.0)
+            kl[a:b] = neg_ent - (s_k * gamma[a:b]).sum(1)
+        ctx.save_for_backward(logits2d, ids, gamma, lse, kl)
+        ctx.rows, ctx.temperature, ctx.chunk = rows, temperature, chunk
+        return kl * temperature**2
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        logits2d, ids, gamma, lse, kl = ctx.saved_tensors
+        rows, t, chunk = ctx.rows, ctx.temperature, ctx.chunk
+        grad = torch.empty_like(logits2d) if rows is None else torch.zeros_like(logits2d)
+        n, vocab = ids.shape[0], logits2d.shape[-1]
+        rows_per = max(1, chunk // 2)
+        buf = torch.empty((min(rows_per, max(n, 1)), vocab), dtype=torch.float32, device=logits2d.device)
+        buf2 = torch.empty_like(buf)
+        scale = grad_rows.double() * t
+        for a in range(0, n, rows_per):
+            b = min(n, a + rows_per)
+            y = _gather_rows(logits2d, rows, a, b, buf, t)
+            s = buf2[: b - a]
+            y.sub_(lse[a:b, None])
+            torch.exp(y, out=s)
+            idk = ids[a:b]
+            stored = (s.gather(1, idk).double() * (y.gather(1, idk).double() - gamma[a:b] - kl[a:b, None])
+                      * scale[a:b, None])
+            y.sub_(kl[a:b].float()[:, None]).mul_(s).mul_(scale[a:b].float()[:, None])
+            y.scatter_(1, idk, stored.float())
+            _add_rows(grad, rows, a, b, y)
+        return grad, None, None, None, None, None, None
+
+
+# --- per-row teacher weights ----------------------------------------------------------------------
+
+
+def _forward_weights(f: dict, estimator: str, temperature: float):
+    """(ids [N, K], α [N, K] float32, −Ĥ(p_T) [N] float64) for the forward kinds. Σα = 1 except
+    for the unbiased weights at T = 1, (p_N, w_S), whose sum m_N + Σ_S w has mean 1."""
+    n_ok = torch.arange(f["nucleus_ids"].shape[1], device=f["nucleus_ids"].device) < f["nucleus_counts"][:, None]
+    s_ok = torch.arange(f["tail_ids"].shape[1], device=f["tail_ids"].device) < f["tail_counts"][:, None]
+    n_lp = f["nucleus_logprobs"].double()
+    s_lp = f["tail_logprobs"].double()
+    inv_t = 1.0 / temperature
+    if estimator == "topk":
+        a = torch.where(n_ok, n_lp * inv_t, -math.inf)
+        log_alpha = a - torch.logsumexp(a, 1, keepdim=True)
+        alpha_n = torch.where(n_ok, log_alpha.exp(), 0.0)
+        neg_ent = torch.where(n_ok, alpha_n * log_alpha, 0.0).sum(1)
+        ids = f["nucleus_ids"]
+        return ids, alpha_n.float(), neg_ent
+    w = f["tail_weights"].double()
+    if temperature == 1.0:
+        alpha_n = torch.where(n_ok, n_lp.exp(), 0.0)
+        alpha_s = torch.where(s_ok, w, 0.0)
+        neg_ent = (torch.where(n_ok, alpha_n * n_lp, 0.0).sum(1) + torch.where(s_ok, alpha_s * s_lp, 0.0).sum(1))
+    else:
+        raw_n = torch.where(n_ok, (n_lp * inv_t).exp(), 0.0)
+        raw_s = torch.where(s_ok, w * (s_lp * (inv_t - 1.0)).exp(), 0.0)
+        z_hat = raw_n.sum(1, keepdim=True) + raw_s.sum(1, keepdim=True)
+        alpha_n, alpha_s = raw_n / z_hat, raw_s / z_hat
+        log_z = torch.log(z_hat.squeeze(1))
+        neg_ent = (torch.where(n_ok, alpha_n * n_lp, 0.0).sum(1)
+                   + torch.where(s_ok, alpha_s * s_lp, 0.0).sum(1)) * inv_t - log_z
+    ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
+    return ids, torch.cat([alpha_n, alpha_s], 1).float(), neg_ent
+
+
+def _reverse_weights(f: dict, temperature: float):
+    """(ids, γ [N, K] float64, ok [N, K], log Ẑ_T [N] float64) for the reverse KL.
+
+    Σ_v s_v log p_T,v = (1/T)·Σ_v s_v log p_v − log Z_T, and Σ_v s_v log p_v is estimated
+    without bias by Σ_N s_i log p_i + Σ_S (s_j / q_j) log p_j (Horvitz–Thompson with f = s·log p / p:
+    w_j·f(j) = s_j log p_j / q_j). So γ = log p / T on the nucleus and log p / (q T) on the samples.
+    Padding entries repeat the row's first stored id and γ (see `_ReverseKD`).
+    """
+    n_ok = torch.arange(f["nucleus_ids"].shape[1], device=f["nucleus_ids"].device) < f["nucleus_counts"][:, None]
+    s_ok = torch.arange(f["tail_ids"].shape[1], device=f["tail_ids"].device) < f["tail_counts"][:, None]
+    n_lp, s_lp = f["nucleus_logprobs"].double(), f["tail_logprobs"].double()
+    w = f["tail_weights"].double()
+    inv_q = torch.where(s_ok, w * torch.exp(-s_lp), 0.0)  # 1/q = w/p
+    inv_t = 1.0 / temperature
+    gamma = torch.cat([torch.where(n_ok, n_lp, 0.0), inv_q * s_lp], 1) * inv_t
+    ok = torch.cat([n_ok, s_ok], 1)
+    ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
+    if temperature == 1.0:
+        log_z = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)  # Z_1 = 1 exactly
+    else:
+        z_hat = (torch.where(n_ok, (n_lp * inv_t).exp(), 0.0).sum(1)
+                 + torch.where(s_ok, w * (s_lp * (inv_t - 1.0)).exp(), 0.0).sum(1))
+        log_z = torch.log(z_hat)
+    ids = torch.where(ok, ids, ids[:, :1])
+    gamma = torch.where(ok, gamma, gamma[:, :1])
+    return ids, gamma, ok, log_z
+
+
+def _topk_reverse(logits2d: torch.Tensor, rows: Rows, f: dict, temperature: float) -> torch.Tensor:
+    """Reverse KL on the nucleus only; gathers [N, Kn] student logits, nothing [N, V]."""
+    ids = f["nucleus_ids"]
+    n_ok = torch.arange(ids.shape[1], device=ids.device) < f["nucleus_counts"][:, None]
+    if rows is None:
+        picked = logits2d.gather(1, ids)
+    elif isinstance(rows, tuple):
+        picked = logits2d[rows[0][:, None], rows[1][:, None], ids]
+    else:
+        picked = logits2d[rows[:, None], ids]
+    zs = torch.where(n_ok, picked.float() / temperature, -math.inf)
+    ls = torch.where(n_ok, torch.log_softmax(zs, 1), 0.0)  # padding: 0, so no inf·0 in the backward
+    tp = torch.where(n_ok, f["nucleus_logprobs"].float() / temperature, -math.inf)
+    lt = torch.where(n_ok, torch.log_softmax(tp, 1), 0.0)
+    kl = torch.where(n_ok, ls.exp() * (ls - lt), 0.0).sum(1)
+    return kl * temperature**2
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def _rows_of(student_logits: torch.Tensor, targets: SparseTargets, n: int) -> tuple[torch.Tensor, Rows]:
+    """The logits tensor the chunked Functions read, and which of its rows (no copy of it)."""
+    if student_logits.dim() == 3:
+        b, t = targets.student_index(student_logits.shape[1])
+        if student_logits.is_contiguous():  # a free 2-D view
+            return student_logits.view(-1, student_logits.shape[-1]), b * student_logits.shape[1] + t
+        return student_logits, (b, t)  # e.g. logits[:, :-1]: reshape would copy all of it
+    if student_logits.dim() == 2:
+        if student_logits.shape[0] != n:
+            raise ValueError(f"student logits have {student_logits.shape[0]} rows, targets keep {n} tokens")
+        return student_logits, None  # one row per kept token, in order
+    raise ValueError(f"student logits must be [B, L, V] or [N, V], got {tuple(student_logits.shape)}")
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    targets: SparseTargets,
+    *,
+    kind: str = "forward_kl",
+    estimator: str = "unbiased",
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Sparse KD loss of student logits against compressed teacher targets.
+
+    student_logits: [B, L, V] (the student's rows for the batch's sequences; the stored token
+    at position t is compared with row t − 1), or [N, V] with one row per kept token in
+    `targets.flat()` order. Any float dtype; the math runs in float32 per chunk.
+    kind: "forward_kl" | "ce" | "reverse_kl"; estimator: "unbiased" | "unbiased_exact_mass" | "topk".
+    Unbiased in value and gradient: every kind with estimator "unbiased" at temperature 1, and
+    "ce" / "forward_kl" with "unbiased_exact_mass" at temperature 1 (a second unbiased form).
+    At T ≠ 1 "unbiased" is a ratio estimator: forward kinds consistent but biased in value
+    and gradient; reverse KL unbiased in gradient, biased in value by a constant. Every
+    "topk" estimate is biased. For reverse KL "unbiased_exact_mass" is "unbiased". The module
+    docstring names the estimator of each case.
+    All kinds are scaled by T². reduction: "mean" over kept tokens, "sum", or "none" ([N]).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    dev = student_logits.device
+    targets = targets.to(dev)
+    f = targets.flat()
+    n = f["positions"].shape[0]
+    vocab = student_logits.shape[-1]
+    if targets.vocab_size is not None and vocab < targets.vocab_size:
+        raise ValueError(f"student logits have {vocab} columns, the teacher's vocabulary has {targets.vocab_size}")
+    logits2d, rows = _rows_of(student_logits, targets, n)
+    chunk = chunk_rows or default_chunk_rows(vocab)
+
+    if kind == "reverse_kl" and estimator == "topk":  # ("unbiased_exact_mass" = "unbiased" for reverse KL)
+        per_row = _topk_reverse(logits2d, rows, f, temperature)
+    elif kind == "reverse_kl":
+        ids, gamma, ok, log_z = _reverse_weights(f, temperature)
+        per_row = _ReverseKD.apply(logits2d, rows, ids, gamma, ok, float(temperature), chunk)
+        per_row = per_row + log_z * temperature**2
+    else:
+        ids, alpha, neg_ent = _forward_weights(f, estimator, temperature)
+        # "unbiased": M = Σα, i.e. −Σ_k α_k log softmax(z)_k; otherwise M = 1 (Σα = 1 already at T ≠ 1 and topk)
+        exact_mass = estimator != "unbiased" or temperature != 1.0
+        mass = torch.ones(n, dtype=torch.float64, device=dev) if exact_mass else alpha.double().sum(1)
+        per_row = _LinearTargetKD.apply(logits2d, rows, ids, alpha, mass, float(temperature), chunk)
+        if kind == "forward_kl":
+            per_row = per_row + neg_ent * temperature**2
+    return _reduce(per_row, n, reduction)
+
+
+def _reduce(per_row: torch.Tensor, n: int, reduction: str) -> torch.Tensor:
+    """Per-row values come in float64 (no cancellation between CE and entropy); losses are float32."""
+    if reduction == "none":
+        return per_row.float()
+    total = per_row.sum()
+    return (total if reduction == "sum" else total / max(n, 1)).float()
+
+
+def hard_label_loss(student_logits: torch.Tensor, targets: SparseTargets, *, reduction: str = "mean",
+                    chunk_rows: int | None = None) -> torch.Tensor:
+    """Cross-entropy on the stored tokens themselves (`targets.token_ids`), same rows and chunking."""
+    targets = targets.to(student_logits.device)
+    f = targets.flat()
+    n = f["positions"].shape[0]
+    vocab = student_logits.shape[-1]
+    logits2d, rows = _rows_of(student_logits, targets, n)
+    ids = f["token_ids"][:, None]
+    alpha = torch.ones_like(ids, dtype=torch.float32)
+    mass = torch.ones(n, dtype=torch.float64, device=ids.device)
+    per_row = _LinearTargetKD.apply(logits2d, rows, ids, alpha, mass, 1.0, chunk_rows or default_chunk_rows(vocab))
+    return _reduce(per_row, n, reduction)
+
+
+def dense_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, kind: str = "forward_kl",
+                  temperature: float = 1.0, reduction: str = "mean", chunk_rows: int | None = None) -> torch.Tensor:
+    """The exact loss against full teacher logits ([N, V] each): the reference the sparse
+    estimators approximate, and the "dense teacher" baseline. Chunked with checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    n, vocab = student_logits.shape
+    chunk = chunk_rows or default_chunk_rows(vocab)
+
+    def rows_loss(z, tl):  # float32, or float64 when given float64
+        ls = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)) / temperature, -1)
+        lt = torch.log_softmax(tl.to(torch.promote_types(tl.dtype, torch.float32)) / temperature, -1)
+        if kind == "reverse_kl":
+            return (ls.exp() * (ls - lt)).sum(-1)
+        ce = -(lt.exp() * ls).sum(-1)
+        return ce if kind == "ce" else ce + (lt.exp() * lt).sum(-1)
+
+    parts = []
+    for a in range(0, n, chunk):
+        z, tl = student_logits[a : a + chunk], teacher_logits[a : a + chunk].detach()
+        parts.append(checkpoint(rows_loss, z, tl, use_reentrant=False) if z.requires_grad else rows_loss(z, tl))
+    per_row = (torch.cat(parts) if parts else student_logits.new_zeros(0, dtype=torch.float32)) * temperature**2
+    if reduction == "none":
+        return per_row
+    return per_row.sum() if reduction == "sum" else per_row.sum() / max(n, 1)
