@@ -1,3 +1,173 @@
-# Chain F: students trained from the compressed logits (SPEC 2.F). Being built.
+# Chain F: students trained from the compressed logits (SPEC 2.F), the end-to-end proof that
+# the format serves its purpose. Methods, split and metrics: docs/STUDENT.md.
+#
+#   {RESULTS}/student/examples.parquet                        train / held-out examples with token ids
+#   {RESULTS}/student/<method>/seed-<S>/model.safetensors     one student (config in its metadata)
+#   {RESULTS}/student/<method>/seed-<S>/eval.json             its training record and held-out metrics
+#   {RESULTS}/student/student_table.csv, student_summary.json, student_kl.png   (in --report)
+#   {RESULTS}/benchmarks/student/train_student/<method>/seed-<S>.timings.json  one run's wall times
+#   {RESULTS}/benchmarks/student/student_timings.csv                          all runs' (in --report)
+from logit_lineage.student import METHODS as STUDENT_METHODS
 
 STUDENT = config["student"]
+STUDENT_DIR = f"{RESULTS}/student"
+STUDENT_RUN = "{method}/seed-{seed}"
+STUDENT_LOGITS = expand(rules.extract_logits.output.parquet, shard=SHARDS)
+# Each run's wall times go beside the benchmarks, out of the results, which depend on their
+# inputs alone (a rerun, or the same run on SLURM, writes the same bytes).
+STUDENT_TIMINGS = benchmarks(f"student/train_student/{STUDENT_RUN}.timings.json")
+STUDENT_RUNS = dict(method=STUDENT["methods"], seed=STUDENT["seeds"])
+# Plain strings, not params functions: evaluated once, not once per job.
+STUDENT_TIMING_ARGS = " ".join(
+    f"--timing {q(p)}" for p in expand(STUDENT_TIMINGS, **STUDENT_RUNS)
+)
+STUDENT_LOGITS_ARGS = " ".join(f"--logits {q(p)}" for p in STUDENT_LOGITS)
+STUDENT_TEACHER_ARGS = " ".join(
+    filter(
+        None,
+        [opt("--teacher", TEACHER), opt("--revision", DISTILL["teacher_revision"])],
+    )
+)
+
+
+rule prepare_student_data:
+    """The shards' examples tokenized once and split into training and held-out sets."""
+    input:
+        **code("prepare_student_data.py"),
+        teacher=TEACHER_INPUT,
+        dataset=DATASET_INPUT,
+        logits=STUDENT_LOGITS,
+    output:
+        f"{STUDENT_DIR}/examples.parquet",
+    log:
+        logs("student/prepare_student_data.log"),
+    benchmark:
+        benchmarks("student/prepare_student_data.tsv")
+    conda:
+        env("student")
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        source=" ".join(
+            filter(
+                None,
+                [
+                    STUDENT_TEACHER_ARGS,
+                    opt("--chat-template", DISTILL["chat_template"]),
+                    opt("--dataset", DATASET),
+                    opt("--split", DISTILL["dataset_split"]),
+                    opt("--dataset-config", DISTILL["dataset_config"]),
+                    opt("--messages-column", DISTILL["messages_column"]),
+                ],
+            )
+        ),
+        logits=STUDENT_LOGITS_ARGS,
+        split=(
+            f"--heldout-every {STUDENT['heldout_every']} "
+            f"--heldout-max-examples {STUDENT['heldout_max_examples']} "
+            + opt("--max-train-examples", STUDENT["max_train_examples"])
+        ),
+    shell:
+        "python {input.script:q} {params.source} {params.logits} {params.split} --output {output:q} 2> {log:q}"
+
+
+rule train_student:
+    """One student: one method, one seed; held-out KL / CE / top-1 against the teacher (GPU rule)."""
+    input:
+        **code("train_student.py"),
+        # A plain path: with another rule's output object here, snakemake hashes the whole
+        # logits list once per file of it (quadratic in the shard count).
+        examples=str(rules.prepare_student_data.output[0]),
+        logits=STUDENT_LOGITS,
+        teacher=TEACHER_INPUT,
+    output:
+        checkpoint=f"{STUDENT_DIR}/{STUDENT_RUN}/model.safetensors",
+        eval=f"{STUDENT_DIR}/{STUDENT_RUN}/eval.json",
+        timings=STUDENT_TIMINGS,
+    log:
+        logs(f"student/train_student/{STUDENT_RUN}.log"),
+    benchmark:
+        benchmarks(f"student/train_student/{STUDENT_RUN}.tsv")
+    wildcard_constraints:
+        method="|".join(STUDENT_METHODS),
+        seed=r"\d+",
+    conda:
+        env("student")
+    threads: STUDENT["threads"]
+    resources:
+        mem_mb=STUDENT["train_mem_mb"],
+        runtime=STUDENT["train_runtime"],
+    params:
+        teacher=STUDENT_TEACHER_ARGS,
+        logits=STUDENT_LOGITS_ARGS,
+        training=(
+            f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
+            f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
+            f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']}"
+        ),
+        model=(
+            f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
+            f"--teacher-dtype {STUDENT['teacher_dtype']} --eval-batch-size {STUDENT['eval_batch_size']}"
+        ),
+        device=STUDENT["device"],
+    shell:
+        "python {input.script:q} --method {wildcards.method:q} --seed {wildcards.seed:q} "
+        "--examples {input.examples:q} {params.logits} {params.teacher} {params.training} {params.model} "
+        "--device {params.device:q} --threads {threads} "
+        "--checkpoint {output.checkpoint:q} --output {output.eval:q} --timings {output.timings:q} "
+        "2> {log:q}"
+
+
+rule tabulate_students:
+    """Every method and seed: the table, the summary (mean ± std, gap closed) and the plot."""
+    input:
+        **code("tabulate_students.py"),
+        evaluations=expand(rules.train_student.output.eval, **STUDENT_RUNS),
+        timings=expand(rules.train_student.output.timings, **STUDENT_RUNS),
+    output:
+        table=report(
+            f"{STUDENT_DIR}/student_table.csv",
+            caption="../report/student_table.rst",
+            category="Students",
+        ),
+        summary=report(
+            f"{STUDENT_DIR}/student_summary.json",
+            caption="../report/student_summary.rst",
+            category="Students",
+        ),
+        plot=report(
+            f"{STUDENT_DIR}/student_kl.png",
+            caption="../report/student_plot.rst",
+            category="Students",
+        ),
+        timings=report(
+            benchmarks("student/student_timings.csv"),
+            caption="../report/student_timings.rst",
+            category="Students",
+        ),
+    log:
+        logs("student/tabulate_students.log"),
+    localrule: True
+    conda:
+        env("student")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        timings=STUDENT_TIMING_ARGS,
+    shell:
+        "python {input.script:q} {input.evaluations:q} --table {output.table:q} "
+        "--summary {output.summary:q} --plot {output.plot:q} --timings {output.timings:q} "
+        "{params.timings} 2> {log:q}"
+
+
+if STUDENT["enabled"]:
+    ALL_TARGETS.extend(
+        [
+            rules.tabulate_students.output.table,
+            rules.tabulate_students.output.summary,
+            rules.tabulate_students.output.plot,
+            rules.tabulate_students.output.timings,
+        ]
+    )

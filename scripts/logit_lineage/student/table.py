@@ -1,0 +1,277 @@
+"""The student table, its summary, its plot and the training jobs' timings.
+
+`student_table.csv`: one row per run (method, seed), columns TABLE_COLUMNS, methods in
+METHODS order then ascending seed; floats with 6 decimals. Like every result, it depends on
+the runs' inputs alone (no wall times), so a rerun or a SLURM run gives the same bytes.
+
+`student_timings.csv` (under the benchmarks root, beside what snakemake measures): one row
+per run, TIMING_COLUMNS, from the run's timings JSON (train_student.py --timings): wall
+seconds of the training loop, of the held-out evaluation and of loading (shards, examples,
+teacher), and the training steps per second.
+
+`student_summary.json`:
+    {"format": "logit-lineage-student-summary", "format_version": 1,
+     "methods": {method: {"n_seeds", "seeds", "<metric>_mean", "<metric>_std" for kl_to_teacher,
+                          ce, top1_agree}},
+     "gap_closed": {method: (KL_sft − KL_method) / (KL_sft − KL_dense) from the seed means,
+                    for every method but sft and dense; null without both baselines},
+     "gap_closed_per_seed": {method: {"mean", "std", "values"}}   (the same ratio seed by seed),
+     "goal": {"gap_closed_min": 0.9, "compressed_gap_closed", "compressed_closes_gap",
+              "compressed_no_worse_than_topk", "met"},
+     "heldout": {"examples", "tokens"}, "teacher": {"ce", "entropy"}}
+std is the sample standard deviation over seeds (0 with one seed).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from logit_lineage.common.atomic import atomic_path, write_json
+from logit_lineage.common.errors import LineageError
+from logit_lineage.student import METHODS
+
+TABLE_COLUMNS = (
+    "method", "seed", "kl_to_teacher", "ce", "top1_agree", "steps", "tokens", "teacher_forward_tokens",
+    "final_train_loss", "heldout_tokens", "teacher_ce", "parameters", "checkpoint",
+)
+TIMING_COLUMNS = ("method", "seed", "train_seconds", "steps_per_second", "eval_seconds", "load_seconds", "device")
+SUMMARY_METRICS = ("kl_to_teacher", "ce", "top1_agree")
+SUMMARY_FORMAT = "logit-lineage-student-summary"
+GAP_CLOSED_MIN = 0.9
+
+
+def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
+    rows, seen, held = [], {}, None
+    for path, rec in records:
+        key = (rec["method"], int(rec["seed"]))
+        if key in seen:
+            raise LineageError(f"method {key[0]} seed {key[1]} is also in {seen[key]}", path=path)
+        seen[key] = path
+        h, t = rec["heldout"], rec["training"]
+        this_held = (int(h["examples"]), int(h["tokens"]))
+        if held is None:
+            held = (this_held, path)
+        elif this_held != held[0]:
+            raise LineageError(f"held-out set of {this_held[0]} examples / {this_held[1]} tokens differs from "
+                               f"{held[1]}'s {held[0][0]} / {held[0][1]}", path=path)
+        rows.append({
+            "method": rec["method"], "seed": int(rec["seed"]),
+            "kl_to_teacher": float(h["kl_to_teacher"]), "ce": float(h["ce"]), "top1_agree": float(h["top1_agree"]),
+            "steps": int(t["steps"]), "tokens": int(t["tokens"]),
+            "teacher_forward_tokens": int(t["teacher_forward_tokens"]),
+            "final_train_loss": float(t["final_loss"]), "heldout_tokens": int(h["tokens"]),
+            "teacher_ce": float(h["teacher_ce"]), "teacher_entropy": float(h["teacher_entropy"]),
+            "heldout_examples": int(h["examples"]),
+            "parameters": int(rec["student"].get("parameters", 0)), "checkpoint": rec["checkpoint"],
+            "data_order_sha256": t["data_order_sha256"], "init_sha256": t["init_sha256"],
+        })
+    if not rows:
+        raise LineageError("no evaluation files to tabulate")
+    _check_pairing(rows)
+    rows.sort(key=lambda r: (METHODS.index(r["method"]), r["seed"]))
+    return rows
+
+
+def _check_pairing(rows: list[dict]) -> None:
+    """Every method of a seed must have started from the same weights and seen the same batches."""
+    by_seed = defaultdict(list)
+    for r in rows:
+        by_seed[r["seed"]].append(r)
+    for seed, members in by_seed.items():
+        for key in ("data_order_sha256", "init_sha256", "steps"):
+            values = {m[key] for m in members}
+            if len(values) > 1:
+                which = ", ".join(f"{m['method']}={str(m[key])[:12]}" for m in members)
+                raise LineageError(f"seed {seed}: runs differ in {key} ({which}): not a paired comparison")
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _gap(kl: dict[str, float], method: str) -> float | None:
+    if not {"sft", "dense", method} <= kl.keys():
+        return None
+    span = kl["sft"] - kl["dense"]
+    return (kl["sft"] - kl[method]) / span if span != 0 else None
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    by_method = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r)
+    methods = {}
+    for method in (m for m in METHODS if m in by_method):
+        members = by_method[method]
+        entry = {"n_seeds": len(members), "seeds": [m["seed"] for m in members]}
+        for metric in SUMMARY_METRICS:
+            values = [m[metric] for m in members]
+            entry[f"{metric}_mean"] = statistics.fmean(values)
+            entry[f"{metric}_std"] = _std(values)
+        methods[method] = entry
+    kl = {m: e["kl_to_teacher_mean"] for m, e in methods.items()}
+    others = [m for m in methods if m not in ("sft", "dense")]
+    gap = {m: _gap(kl, m) for m in others}
+    per_seed = {}
+    seeds = sorted({r["seed"] for r in rows})
+    for m in others:
+        values = []
+        for s in seeds:
+            seed_kl = {r["method"]: r["kl_to_teacher"] for r in rows if r["seed"] == s}
+            g = _gap(seed_kl, m)
+            if g is not None:
+                values.append(g)
+        per_seed[m] = ({"mean": statistics.fmean(values), "std": _std(values), "values": values}
+                       if values else None)
+    compressed_gap = gap.get("compressed")
+    closes = None if compressed_gap is None else compressed_gap >= GAP_CLOSED_MIN
+    no_worse = kl["compressed"] <= kl["topk"] if {"compressed", "topk"} <= kl.keys() else None
+    return {
+        "format": SUMMARY_FORMAT,
+        "format_version": 1,
+        "methods": methods,
+        "gap_closed": gap,
+        "gap_closed_per_seed": per_seed,
+        "goal": {
+            "gap_closed_min": GAP_CLOSED_MIN,
+            "compressed_gap_closed": compressed_gap,
+            "compressed_closes_gap": closes,
+            "compressed_no_worse_than_topk": no_worse,
+            "met": None if closes is None or no_worse is None else bool(closes and no_worse),
+        },
+        "heldout": {"examples": rows[0]["heldout_examples"], "tokens": rows[0]["heldout_tokens"]},
+        "teacher": {"ce": rows[0]["teacher_ce"], "entropy": rows[0]["teacher_entropy"]},
+    }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The summary as text: one line per method, then the gap closed and the goal."""
+    lines = []
+    for method, e in summary["methods"].items():
+        lines.append(f"{method:>10}: KL to teacher {e['kl_to_teacher_mean']:.4f} ± {e['kl_to_teacher_std']:.4f}, "
+                     f"CE {e['ce_mean']:.4f} ± {e['ce_std']:.4f}, top-1 agreement {e['top1_agree_mean']:.3f} "
+                     f"± {e['top1_agree_std']:.3f} ({e['n_seeds']} seeds)")
+    for method, g in summary["gap_closed"].items():
+        if g is not None:
+            lines.append(f"gap closed by {method}: {100 * g:.1f} % of (KL_sft − KL_dense)")
+    goal = summary["goal"]
+    if goal["met"] is not None:
+        lines.append(f"goal (compressed closes ≥ {100 * goal['gap_closed_min']:.0f} % and is no worse than topk): "
+                     f"{'met' if goal['met'] else 'NOT met'}")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return "" if value is None else str(value)
+
+
+def read_timing(path: str | Path) -> dict:
+    """One run's wall times (train_student.py --timings)."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise LineageError("no such timings file", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise LineageError(f"not JSON ({exc})", path=path) from None
+    missing = [k for k in ("method", "seed", "train_seconds", "eval_seconds", "load_seconds", "steps")
+               if not isinstance(rec, dict) or k not in rec]
+    if missing:
+        raise LineageError(f"not a student timings file: missing key(s) {', '.join(missing)}", path=path)
+    return rec
+
+
+def timing_rows(rows: list[dict], timings: list[tuple[str, dict]]) -> list[dict]:
+    """Rows of student_timings.csv in the table's order; `timings`: (path, read_timing record)."""
+    by_run = {}
+    for path, rec in timings:
+        key = (rec["method"], int(rec["seed"]))
+        if key in by_run:
+            raise LineageError(f"a second timings file for method {key[0]} seed {key[1]}", path=path)
+        by_run[key] = rec
+    out = []
+    for r in rows:
+        rec = by_run.get((r["method"], r["seed"]))
+        if rec is None:
+            raise LineageError(f"no timings file for method {r['method']} seed {r['seed']}")
+        train = float(rec["train_seconds"])
+        out.append({"method": r["method"], "seed": r["seed"], "train_seconds": train,
+                    "steps_per_second": int(rec["steps"]) / train if train > 0 else None,
+                    "eval_seconds": float(rec["eval_seconds"]), "load_seconds": float(rec["load_seconds"]),
+                    "device": rec.get("device")})
+    return out
+
+
+def timing_lines(timings: list[dict]) -> list[str]:
+    by_method = defaultdict(list)
+    for t in timings:
+        by_method[t["method"]].append(t)
+    return [f"{m:>10}: training loop {statistics.fmean(t['train_seconds'] for t in ts):.1f} s, "
+            f"held-out evaluation {statistics.fmean(t['eval_seconds'] for t in ts):.1f} s, "
+            f"loading {statistics.fmean(t['load_seconds'] for t in ts):.1f} s (mean of {len(ts)})"
+            for m, ts in by_method.items()]
+
+
+def write_csv(path: str | Path, columns, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row[c]) for c in columns])
+
+
+def read_table(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_summary(path: str | Path, summary: dict) -> None:
+    write_json(path, summary)
+
+
+def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
+    """KL to the teacher and CE per method: each seed a dot, the mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(summary["methods"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    # KL: bars from 0 (the ratio between methods is the point); CE: its axis cannot start at
+    # 0 and stay readable, so the mean is a marker, not a bar.
+    for ax, metric, label, bars in ((axes[0], "kl_to_teacher", "held-out KL(teacher ‖ student), nats/token", True),
+                                    (axes[1], "ce", "held-out cross-entropy on the true tokens, nats/token", False)):
+        for x, method in enumerate(methods):
+            e = summary["methods"][method]
+            values = [r[metric] for r in rows if r["method"] == method]
+            jitter = [x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))]
+            if bars:
+                ax.bar(x, e[f"{metric}_mean"], width=0.6, color=f"C{x}", alpha=0.35)
+            else:
+                ax.scatter([x + 0.22], [e[f"{metric}_mean"]], marker="D", color=f"C{x}", edgecolor="black", zorder=3)
+            ax.errorbar(x + (0 if bars else 0.22), e[f"{metric}_mean"], yerr=e[f"{metric}_std"], fmt="none",
+                        ecolor="black", capsize=6)
+            ax.scatter(jitter, values, color=f"C{x}", edgecolor="black", zorder=3, s=22)
+        if metric == "ce":
+            ax.axhline(summary["teacher"]["ce"], color="grey", ls="--", lw=1, label="teacher")
+            ax.legend(loc="upper right", fontsize=8)
+        else:
+            ax.set_ylim(bottom=0.0)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    gap = summary["gap_closed"].get("compressed")
+    title = f"Students on held-out assistant tokens ({summary['heldout']['tokens']} tokens)"
+    if gap is not None:
+        title += f": compressed closes {100 * gap:.1f} % of the sft → dense gap"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

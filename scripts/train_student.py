@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Train one student (one method, one seed) and evaluate it on the held-out examples.
+
+The student is a Llama built from the teacher's config (--depth-fraction of its layers,
+--width-fraction of its heads and MLP width, the same vocabulary), initialised from --seed,
+and trained for --steps steps of --batch-size examples of the --examples list (from
+prepare_student_data.py) in the seed's order, on the stored (assistant) positions only,
+with one of four targets (--method):
+
+\b
+  dense       forward KL to the teacher's full distribution (teacher forward on the fly)
+  compressed  forward KL to the shards' records, unbiased estimator (logit_lineage.kd)
+  topk        forward KL to the shards' nucleus renormalised, tail dropped
+  sft         cross-entropy on the true tokens
+
+Then, on the held-out examples, the teacher's dense distributions are computed on the fly
+and the student's KL(teacher ‖ student), cross-entropy and top-1 agreement per stored token
+are measured. Writes --checkpoint (safetensors, config in its metadata) and --output (JSON,
+docs/STUDENT.md), which depend on the inputs alone (a rerun writes the same bytes), and with
+--timings a JSON of this run's wall times (loading, the training loop, the evaluation).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.schema import schema_defaults
+from logit_lineage.student import METHODS
+
+DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the schema
+
+
+@click.command(help=__doc__)
+@click.option("--method", type=click.Choice(METHODS), required=True)
+@click.option("--seed", type=click.IntRange(min=0), required=True, help="Initial weights and batch order.")
+@click.option("--examples", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Examples parquet from prepare_student_data.py.")
+@click.option("--logits", "shards", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Compressed logits shard (repeatable).")
+@click.option("--teacher", required=True, help="Hub id, local directory or .gguf of the teacher.")
+@click.option("--revision", default=None, help="Teacher revision.")
+@click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS["steps"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True, help="Examples per step.")
+@click.option("--learning-rate", type=float, default=DEFAULTS["learning_rate"], show_default=True, help="Peak AdamW learning rate.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULTS["warmup_steps"], show_default=True)
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--grad-clip", type=float, default=DEFAULTS["grad_clip"], show_default=True, help="Gradient norm clip (0: off).")
+@click.option("--depth-fraction", type=float, default=DEFAULTS["depth_fraction"], show_default=True)
+@click.option("--width-fraction", type=float, default=DEFAULTS["width_fraction"], show_default=True)
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULTS["eval_batch_size"], show_default=True)
+@click.option("--teacher-dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              default=DEFAULTS["teacher_dtype"],
+              show_default=True)
+@click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Student safetensors to write.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Evaluation JSON to write.")
+@click.option("--timings", type=click.Path(dir_okay=False, path_type=Path),
+              help="Wall-time JSON to write (kept apart from the reproducible results).")
+@main_guard
+def main(method, seed, examples, shards, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
+         weight_decay, grad_clip, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
+         log_every, checkpoint, output, timings):
+    import time
+
+    import torch
+
+    from logit_lineage.common.atomic import write_json
+    from logit_lineage.common.errors import LineageError
+    from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
+    from logit_lineage.student.data import batch_order, load_student_data, order_sha256
+    from logit_lineage.student.eval_file import write_eval
+    from logit_lineage.student.evaluate import evaluate_heldout
+    from logit_lineage.student.model import build_student, count_parameters, save_student, state_sha256, student_config
+    from logit_lineage.student.train import TrainSettings, train_student
+
+    if not (0 < depth_fraction <= 1 and 0 < width_fraction <= 1):
+        raise LineageError(f"--depth-fraction and --width-fraction must be in (0, 1], got {depth_fraction}, "
+                           f"{width_fraction}")
+    started = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    data = load_student_data(examples, list(shards))
+    model_teacher = load_teacher(teacher, revision=revision, dtype=teacher_dtype, device=device)
+    dev = next(model_teacher.parameters()).device
+    probe = torch.from_numpy(data.heldout[0]["input_ids"][:64]).to(dev)
+    check_head_matches_forward(model_teacher, probe)
+    cfg = student_config(model_teacher.config, depth_fraction=depth_fraction, width_fraction=width_fraction)
+    if cfg.vocab_size < data.vocab_size:
+        raise LineageError(f"teacher config has {cfg.vocab_size} tokens, the shards index {data.vocab_size}")
+    pad_id = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else 0
+    student = build_student(cfg, seed)
+    init_sha = state_sha256(student)
+    order = batch_order(len(data.train), steps=steps, batch_size=batch_size, seed=seed)
+    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                             warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                             log_every=log_every)
+    log.info("student %s seed %d: %d layers, hidden %d, %d heads, %d parameters; %d training / %d held-out "
+             "examples on %s", method, seed, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
+             count_parameters(student), len(data.train), len(data.heldout), dev)
+    loaded = time.perf_counter()
+    result = train_student(student, data.train, order, method, settings, device=dev,
+                           teacher=model_teacher if method == "dense" else None, pad_id=pad_id,
+                           vocab_size=data.vocab_size)
+    eval_start = time.perf_counter()
+    held = evaluate_heldout(student, model_teacher, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
+                            vocab_size=data.vocab_size, device=dev)
+    eval_seconds = time.perf_counter() - eval_start
+    save_student(student, checkpoint, method=method, seed=seed, steps=steps)
+    write_eval(output, {
+        "method": method,
+        "seed": seed,
+        "checkpoint": str(checkpoint),
+        "student": {
+            "num_layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
+            "num_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+            "vocab_size": cfg.vocab_size, "parameters": count_parameters(student),
+        },
+        "training": {
+            "steps": result.steps, "batch_size": batch_size, "learning_rate": learning_rate,
+            "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
+            "train_examples": len(data.train), "tokens": result.tokens, "examples": result.examples,
+            "teacher_forward_tokens": result.teacher_tokens, "final_loss": result.final_loss,
+            "loss_curve": [[s, v] for s, v in result.losses],
+            "data_order_sha256": order_sha256(order, data.train), "init_sha256": init_sha, "device": str(dev),
+        },
+        "heldout": held,
+    })
+    line = (f"{method} seed {seed}: {result.steps} steps, {result.tokens} tokens in {result.seconds:.1f} s; "
+            f"held-out KL to teacher {held['kl_to_teacher']:.4f}, CE {held['ce']:.4f}, "
+            f"top-1 agreement {held['top1_agree']:.3f} ({held['tokens']} tokens)")
+    log.info(line)
+    click.echo(line)
+    if timings:
+        write_json(timings, {"method": method, "seed": seed, "device": str(dev), "threads": torch.get_num_threads(),
+                             "load_seconds": round(loaded - started, 3), "train_seconds": round(result.seconds, 3),
+                             "eval_seconds": round(eval_seconds, 3), "steps": result.steps})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""The student chain's library without subprocesses: a tiny random teacher, a real shard
+written by the extractor, the student built from the teacher, its losses, its training
+loop, its files and the table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from logit_lineage.common.errors import LineageError
+from logit_lineage.distill.extract import ExtractionSettings, Row, StopFlag, extract_shard
+from logit_lineage.kd.dataset import CompressedLogitsDataset
+from logit_lineage.student import METHODS
+from logit_lineage.student.data import batch_order, load_student_data, order_sha256, split_heldout
+from logit_lineage.student.eval_file import check_eval
+from logit_lineage.student.evaluate import evaluate_heldout
+from logit_lineage.student.examples_file import read_examples, write_examples
+from logit_lineage.student.forward import make_batch, rows_logits, teacher_rows_logits
+from logit_lineage.student.model import (
+    build_student,
+    load_student,
+    read_student_metadata,
+    save_student,
+    state_sha256,
+    student_config,
+)
+from logit_lineage.student.table import summarize, table_rows
+from logit_lineage.student.train import TrainSettings, method_loss, train_student
+
+VOCAB = 64
+
+
+def tiny_teacher():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # peaked next-token distributions, like a trained model's
+        model.lm_head.weight.mul_(40.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A teacher, 40 conversations' rows and the shard the extractor writes for them."""
+    root = tmp_path_factory.mktemp("student_units")
+    teacher = tiny_teacher()
+    rng = np.random.default_rng(0)
+    # Conversations sampled from the teacher itself, so the true tokens follow its distribution.
+    gen = torch.Generator().manual_seed(0)
+    seqs = torch.randint(2, VOCAB, (40, 1), generator=gen)
+    with torch.no_grad():
+        for _ in range(27):
+            probs = torch.softmax(teacher(input_ids=seqs).logits[:, -1].double(), -1)
+            seqs = torch.cat([seqs, torch.multinomial(probs, 1, generator=gen)], 1)
+    rows = []
+    for index in range(40):
+        n = int(rng.integers(10, 28))
+        ids = seqs[index, :n].numpy().astype(np.int64)
+        kept = np.arange(n // 3, n, dtype=np.int64)  # the "assistant" part
+        rows.append(Row(index, ids, kept))
+    settings = ExtractionSettings(top_p=0.98, cap=20, sampled_n=8, seed=5, token_budget=512, max_batch_size=64,
+                                  head_chunk_rows=256)
+    shard = root / "shard-00000.parquet"
+    params = {"vocab_size": VOCAB, "index_high_bits": 0, "top_p": 0.98, "top_p_max_elements": 20, "sampled_n": 8,
+              "seed": 5, "teacher": "tiny"}
+    extract_shard(teacher, rows, settings, params, shard, 0, StopFlag())
+    by_index = {r.index: r.ids for r in rows}
+    items = list(CompressedLogitsDataset([str(shard)], input_ids_fn=lambda i: by_index[i]))
+    train, heldout = split_heldout(items, every=4, max_heldout=100)
+    examples = root / "examples.parquet"
+    write_examples(examples, train, heldout, {"vocab_size": VOCAB, "shards": [shard.name]})
+    data = load_student_data(examples, [shard])
+    return {"teacher": teacher, "rows": rows, "shard": shard, "examples": examples, "data": data, "root": root}
+
+
+def test_student_is_a_smaller_llama_with_the_teachers_vocabulary(tiny):
+    cfg = student_config(tiny["teacher"].config)
+    assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size, cfg.intermediate_size) == (1, 2, 16, 32)
+    assert cfg.vocab_size == VOCAB and cfg.head_dim == 8
+    wide = student_config(tiny["teacher"].config, depth_fraction=1.0, width_fraction=1.0)
+    assert (wide.num_hidden_layers, wide.hidden_size) == (2, 32)
+    tiny_one = student_config(tiny["teacher"].config, depth_fraction=0.1, width_fraction=0.1)
+    assert (tiny_one.num_hidden_layers, tiny_one.num_attention_heads) == (1, 1)
+
+
+def test_train_settings_take_the_schemas_defaults():
+    from snakemake.utils import validate
+
+    from conftest import REPO
+
+    filled = {}
+    validate(filled, str(REPO / "workflow" / "schemas" / "student.schema.yaml"))
+    settings = TrainSettings()
+    for key in ("steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "grad_clip"):
+        assert getattr(settings, key) == filled[key], key
+
+
+def test_same_seed_same_initial_weights():
+    cfg = student_config(tiny_teacher().config)
+    assert state_sha256(build_student(cfg, 3)) == state_sha256(build_student(cfg, 3))
+    assert state_sha256(build_student(cfg, 3)) != state_sha256(build_student(cfg, 4))
+
+
+def test_batch_order_is_seeded_epochs_of_permutations():
+    a = batch_order(10, steps=7, batch_size=3, seed=1)
+    assert a.shape == (7, 3)
+    assert np.array_equal(a, batch_order(10, steps=7, batch_size=3, seed=1))
+    assert not np.array_equal(a, batch_order(10, steps=7, batch_size=3, seed=2))
+    flat = a.reshape(-1)
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # each epoch once
+    items = [{"index": 100 + i} for i in range(10)]
+    assert order_sha256(a, items) == order_sha256(batch_order(10, steps=7, batch_size=3, seed=1), items)
+
+
+def test_heldout_split_is_by_row_index(tiny):
+    data = tiny["data"]
+    held = [it["index"] for it in data.heldout]
+    train = [it["index"] for it in data.train]
+    assert held and all(i % 4 == 0 for i in held) and not any(i % 4 == 0 for i in train)
+    assert len(held) + len(train) == len(tiny["rows"])
+    items = data.train + data.heldout
+    t, h = split_heldout(items, every=4, max_heldout=3, max_train=5)
+    assert [it["index"] for it in h] == sorted(held)[:3] and len(t) == 5
+    with pytest.raises(LineageError, match="no held-out example"):
+        split_heldout([it for it in items if it["index"] % 4], every=4, max_heldout=3)
+
+
+def test_examples_file_round_trip_and_refusals(tiny, tmp_path):
+    listed, meta = read_examples(tiny["examples"])
+    assert meta["format_version"] == 1 and len(listed) == 40
+    split, ids = listed[0]
+    assert split == "heldout" and np.array_equal(ids, tiny["rows"][0].ids)
+    other = tmp_path / "other.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"index": [1]}), other)
+    with pytest.raises(LineageError, match="no key 'logit_lineage.student_examples' in the parquet metadata"):
+        read_examples(other)
+    # ids that disagree with the shard's stored tokens are refused
+    bad = tmp_path / "bad.parquet"
+    data = tiny["data"]
+    wrong = [dict(it, input_ids=np.roll(it["input_ids"], 1)) for it in data.train]
+    write_examples(bad, wrong, data.heldout, {"vocab_size": VOCAB})
+    with pytest.raises(LineageError, match="input ids disagree with the stored tokens"):
+        load_student_data(bad, [tiny["shard"]])
+
+
+def test_records_are_aligned_with_the_teachers_rows(tiny):
+    """The teacher's own logits, scored against its compressed records, have ~0 forward KL:
+    the record for token t sits at the row t−1 that `make_batch` gives the student."""
+    data, teacher = tiny["data"], tiny["teacher"]
+    batch = make_batch(data.train[:8], pad_id=0, vocab_size=VOCAB, device="cpu")
+    t = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
+    targets = batch["targets"]
+    assert float(method_loss("dense", t, targets, t)) == pytest.approx(0.0, abs=1e-6)
+    assert abs(float(method_loss("compressed", t, targets))) < 1e-2  # tail sampling and quantization only
+    # one row off, and the same records are far from the teacher
+    shifted = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"] - 1)
+    assert float(method_loss("compressed", shifted, targets)) > 0.5
+
+
+def test_compressed_loss_estimates_the_dense_loss(tiny):
+    data, teacher = tiny["data"], tiny["teacher"]
+    student = build_student(student_config(teacher.config), 0)
+    batch = make_batch(data.train, pad_id=0, vocab_size=VOCAB, device="cpu")
+    t = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
+    with torch.no_grad():
+        s = rows_logits(student, batch["input_ids"], batch["attention_mask"], batch["rows"])
+    dense = float(method_loss("dense", s, batch["targets"], t))
+    compressed = float(method_loss("compressed", s, batch["targets"]))
+    assert compressed == pytest.approx(dense, rel=0.02)
+    assert float(method_loss("sft", s, batch["targets"])) != pytest.approx(dense, rel=0.02)
+    with pytest.raises(ValueError, match="needs the teacher's logits"):
+        method_loss("dense", s, batch["targets"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_lowers_loss_and_heldout_kl(tiny, method):
+    data, teacher = tiny["data"], tiny["teacher"]
+    cfg = student_config(teacher.config)
+    before = evaluate_heldout(build_student(cfg, 1), teacher, data.heldout, batch_size=8, vocab_size=VOCAB)
+    student = build_student(cfg, 1)
+    settings = TrainSettings(steps=25, batch_size=6, learning_rate=1e-2, warmup_steps=5, log_every=10)
+    order = batch_order(len(data.train), steps=25, batch_size=6, seed=1)
+    result = train_student(student, data.train, order, method, settings, device="cpu",
+                           teacher=teacher if method == "dense" else None, vocab_size=VOCAB)
+    after = evaluate_heldout(student, teacher, data.heldout, batch_size=8, vocab_size=VOCAB)
+    assert result.steps == 25 and result.examples == 150
+    assert (result.teacher_tokens > 0) == (method == "dense")
+    assert result.tokens == sum(len(data.train[i]["positions"]) for i in order.reshape(-1))
+    assert result.final_loss < result.losses[0][1]
+    assert after["kl_to_teacher"] < before["kl_to_teacher"]
+    assert after["tokens"] == sum(len(it["positions"]) for it in data.heldout)
+    assert 0 <= after["top1_agree"] <= 1 and after["teacher_entropy"] > 0
+
+
+def test_training_is_deterministic_given_method_and_seed(tiny):
+    data, teacher = tiny["data"], tiny["teacher"]
+    cfg = student_config(teacher.config)
+    order = batch_order(len(data.train), steps=6, batch_size=4, seed=2)
+    settings = TrainSettings(steps=6, batch_size=4, learning_rate=1e-2)
+    hashes = []
+    for _ in range(2):
+        student = build_student(cfg, 2)
+        train_student(student, data.train, order, "compressed", settings, device="cpu", vocab_size=VOCAB)
+        hashes.append(state_sha256(student))
+    assert hashes[0] == hashes[1]
+    with pytest.raises(ValueError, match="batch order has shape"):
+        train_student(build_student(cfg, 2), data.train, order[:3], "sft", settings, device="cpu")
+    with pytest.raises(ValueError, match="needs the teacher"):
+        train_student(build_student(cfg, 2), data.train, order, "dense", settings, device="cpu")
+
+
+def test_checkpoint_round_trip_and_refusal(tiny, tmp_path):
+    cfg = student_config(tiny["teacher"].config)
+    student = build_student(cfg, 7)
+    path = tmp_path / "model.safetensors"
+    save_student(student, path, method="topk", seed=7, steps=0)
+    loaded, meta = load_student(path)
+    assert meta["method"] == "topk" and meta["seed"] == "7"
+    assert state_sha256(loaded) == state_sha256(student)
+    first = path.read_bytes()
+    save_student(student, path, method="topk", seed=7, steps=0)
+    assert path.read_bytes() == first  # same weights, same bytes
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "something-else", "format_version": "1"})
+    with pytest.raises(LineageError, match="expected 'logit-lineage-student'"):
+        read_student_metadata(other)
+
+
+def _record(method, seed, kl, init="i", order="o"):
+    return {"format": "logit-lineage-student-eval", "format_version": 1, "method": method, "seed": seed,
+            "checkpoint": f"{method}/{seed}", "student": {"parameters": 10},
+            "training": {"steps": 5, "tokens": 50, "teacher_forward_tokens": 80 if method == "dense" else 0,
+                         "final_loss": 0.1,
+                         "data_order_sha256": order, "init_sha256": init},
+            "heldout": {"examples": 3, "tokens": 30, "kl_to_teacher": kl, "ce": 1.0 + kl, "top1_agree": 0.5,
+                        "teacher_ce": 1.0, "teacher_entropy": 1.1}}
+
+
+def test_summary_gap_closed_and_pairing():
+    kls = {"dense": (0.10, 0.12), "compressed": (0.11, 0.13), "topk": (0.15, 0.17), "sft": (0.30, 0.32)}
+    records = [(f"{m}{s}", _record(m, s, kls[m][s - 1], init=f"init{s}", order=f"order{s}"))
+               for m in reversed(METHODS) for s in (1, 2)]
+    for _, rec in records:
+        check_eval(rec)
+    rows = table_rows(records)
+    assert [(r["method"], r["seed"]) for r in rows][:3] == [("dense", 1), ("dense", 2), ("compressed", 1)]
+    summary = summarize(rows)
+    assert summary["methods"]["dense"]["kl_to_teacher_mean"] == pytest.approx(0.11)
+    assert summary["methods"]["dense"]["kl_to_teacher_std"] == pytest.approx(np.std([0.10, 0.12], ddof=1))
+    assert summary["gap_closed"]["compressed"] == pytest.approx((0.31 - 0.12) / (0.31 - 0.11))
+    assert summary["gap_closed"]["topk"] == pytest.approx((0.31 - 0.16) / (0.31 - 0.11))
+    assert summary["gap_closed_per_seed"]["compressed"]["values"] == pytest.approx([0.95, 0.95])
+    assert summary["goal"] == {"gap_closed_min": 0.9, "compressed_gap_closed": pytest.approx(0.95),
+                               "compressed_closes_gap": True, "compressed_no_worse_than_topk": True, "met": True}
+    json.dumps(summary)
+    # runs of one seed that started differently are not a paired comparison
+    records[0] = ("x", _record("sft", 1, 0.3, init="other", order="order1"))
+    with pytest.raises(LineageError, match="seed 1: runs differ in init_sha256"):
+        table_rows(records)
+
+
+def test_timings_table():
+    from logit_lineage.student.table import timing_rows
+
+    rows = [{"method": "sft", "seed": 1}, {"method": "dense", "seed": 1}]
+    rec = {"train_seconds": 4.0, "eval_seconds": 1.0, "load_seconds": 2.0, "steps": 8, "device": "cpu"}
+    timed = timing_rows(rows, [("a", dict(rec, method="dense", seed=1)), ("b", dict(rec, method="sft", seed=1))])
+    assert [(t["method"], t["steps_per_second"]) for t in timed] == [("sft", 2.0), ("dense", 2.0)]
+    with pytest.raises(LineageError, match="no timings file for method dense seed 1"):
+        timing_rows(rows, [("b", dict(rec, method="sft", seed=1))])
+
+
+def test_eval_record_refusals():
+    rec = _record("dense", 1, 0.1)
+    with pytest.raises(LineageError, match="key 'method' is 'distill'"):
+        check_eval(dict(rec, method="distill"))
+    with pytest.raises(LineageError, match="'heldout' lacks key"):
+        check_eval(dict(rec, heldout={"kl_to_teacher": 0.1}))
+    with pytest.raises(LineageError, match="format version 2"):
+        check_eval(dict(rec, format_version=2))
