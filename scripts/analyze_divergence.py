@@ -16,11 +16,11 @@ import json
 
 import click
 
-from logit_lineage.fidelity.divergence import METRICS, analyze_divergence, compare_dumps, format_divergence_summary
-from logit_lineage.formats.dense_dump import DenseDump
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.fidelity.divergence import METRICS, analyze_divergence, compare_dumps, format_divergence_summary
+from logit_lineage.formats.dense_dump import DenseDump
 
 
 def _fields(dump: DenseDump, names, what: str) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
 from logit_lineage.hub.naming import CARD_PATH
 from logit_lineage.hub.publish import CommitItem, commit_items
+from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
 from logit_lineage.hub.retry import RetryPolicy
 from logit_lineage.hub.settings import HubSettings
 from logit_lineage.hub.target import check_same_target, make_api, make_target, secure_logging, target_fields

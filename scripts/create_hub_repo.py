@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import click
 
-from logit_lineage.hub.receipt import make_receipt, write_receipt
 from logit_lineage.common.cli import main_guard
 from logit_lineage.hub.publish import create_repo
+from logit_lineage.hub.receipt import make_receipt, write_receipt
 from logit_lineage.hub.retry import RetryPolicy
 from logit_lineage.hub.settings import HubSettings
 from logit_lineage.hub.target import make_api, make_target, secure_logging, target_fields

@@ -6,14 +6,14 @@ import logging
 import click
 import numpy as np
 
-from logit_lineage.experts.logits_npz import read_npz
-from logit_lineage.experts.data_file import read_classes
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
 from logit_lineage.experts.config import parse_json
-from logit_lineage.experts.evaluate import METHODS, rejection_spec, evaluate_predictor
+from logit_lineage.experts.data_file import read_classes
+from logit_lineage.experts.evaluate import METHODS, evaluate_predictor, rejection_spec
 from logit_lineage.experts.gating import softmax
+from logit_lineage.experts.logits_npz import read_npz
 
 log = logging.getLogger("logit_lineage")
 

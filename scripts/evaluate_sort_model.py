@@ -30,8 +30,8 @@ from logit_lineage.common.cli import main_guard
 def main(checkpoint, output, samples_per_length, batch_size, eval_seed, test_min_k, test_max_k, device, threads):
     import torch
 
-    from logit_lineage.sortgrid.eval_file import write_eval
     from logit_lineage.common.errors import LineageError
+    from logit_lineage.sortgrid.eval_file import write_eval
     from logit_lineage.sortgrid.evaluate import evaluate_checkpoint
     from logit_lineage.sortgrid.train import resolve_device
 

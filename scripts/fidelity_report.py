@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import click
 
+from logit_lineage.common.atomic import atomic_path
+from logit_lineage.common.cli import log, main_guard
+from logit_lineage.fidelity.metrics_file import read_shard_fidelity, write_fidelity_report, write_shard_fidelity
 from logit_lineage.fidelity.report import aggregate as aggregate_shards
 from logit_lineage.fidelity.report import compare_shard, format_headline, plot_report
 from logit_lineage.formats.dense_dump import DenseDump
-from logit_lineage.fidelity.metrics_file import read_shard_fidelity, write_fidelity_report, write_shard_fidelity
 from logit_lineage.formats.logits import LogitsShard
-from logit_lineage.common.atomic import atomic_path
-from logit_lineage.common.cli import log, main_guard
 
 
 @click.group(help=__doc__)

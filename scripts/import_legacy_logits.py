@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.experts.logits_npz import SPLITS, npz_name, read_split, write_npz
-from logit_lineage.experts.data_file import read_classes
-from logit_lineage.experts.data_file import read_split as read_data_split
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.data_file import read_classes
+from logit_lineage.experts.data_file import read_split as read_data_split
+from logit_lineage.experts.logits_npz import SPLITS, npz_name, read_split, write_npz
 
 log = logging.getLogger("logit_lineage")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from logit_lineage.demo.dataset_file import write_conversations
 from logit_lineage.common.cli import log, main_guard
 from logit_lineage.demo.conversations import make_dataset
+from logit_lineage.demo.dataset_file import write_conversations
 
 
 @click.command(help=__doc__ + "\n\nWrites a parquet with a `messages` column (list of {role, content}).")

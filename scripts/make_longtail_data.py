@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.experts.data_file import DATA_SPLITS, write_classes, write_split
 from logit_lineage.common.cli import main_guard
 from logit_lineage.experts.config import parse_json
 from logit_lineage.experts.data import build_dataset
+from logit_lineage.experts.data_file import DATA_SPLITS, write_classes, write_split
 
 log = logging.getLogger("logit_lineage")
 

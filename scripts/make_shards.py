@@ -12,9 +12,9 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from logit_lineage.distill.lengths import read_lengths, write_shard_plan
 from logit_lineage.common.cli import log, main_guard
 from logit_lineage.distill.batching import balanced_cuts
+from logit_lineage.distill.lengths import read_lengths, write_shard_plan
 
 
 @click.command(help=__doc__)

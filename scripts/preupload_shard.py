@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import click
 
-from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
 from logit_lineage.common.cli import main_guard
 from logit_lineage.hub.naming import path_in_repo, shard_index
 from logit_lineage.hub.publish import preupload_shard
+from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
 from logit_lineage.hub.retry import RetryPolicy
 from logit_lineage.hub.settings import HubSettings
 from logit_lineage.hub.target import check_same_target, make_api, make_target, secure_logging, target_fields

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.experts.checkpoint import load_checkpoint
-from logit_lineage.experts.logits_npz import SPLITS, npz_name, write_npz
-from logit_lineage.experts.data_file import read_classes, read_split
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.checkpoint import load_checkpoint
+from logit_lineage.experts.data_file import read_classes, read_split
 from logit_lineage.experts.expert import ExpertSpec, build_mlp, predict_logits, resolve_device
+from logit_lineage.experts.logits_npz import SPLITS, npz_name, write_npz
 
 log = logging.getLogger("logit_lineage")
 

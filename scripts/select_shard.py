@@ -6,9 +6,9 @@ from __future__ import annotations
 import click
 import pyarrow.compute as pc
 
-from logit_lineage.distill.lengths import read_shard_plan, write_shard_rows
 from logit_lineage.common.cli import log, main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.distill.lengths import read_shard_plan, write_shard_rows
 
 
 @click.command(help=__doc__)

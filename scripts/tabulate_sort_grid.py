@@ -25,8 +25,8 @@ from logit_lineage.common.cli import main_guard
 @main_guard
 def main(evaluations, table, summary, plot):
     from logit_lineage.sortgrid.eval_file import read_eval
-    from logit_lineage.sortgrid.table_file import SUMMARY_COLUMNS, TABLE_COLUMNS, per_k_columns, write_csv
     from logit_lineage.sortgrid.table import plot_grid, summary_rows, table_rows
+    from logit_lineage.sortgrid.table_file import SUMMARY_COLUMNS, TABLE_COLUMNS, per_k_columns, write_csv
 
     records = [(str(p), read_eval(p)) for p in evaluations]
     rows, ks = table_rows(records)

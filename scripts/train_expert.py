@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.experts.checkpoint import save_checkpoint
-from logit_lineage.experts.data_file import read_classes, read_split
 from logit_lineage.common.cli import main_guard
+from logit_lineage.experts.checkpoint import save_checkpoint
 from logit_lineage.experts.config import build, check_expert_names, parse_json
+from logit_lineage.experts.data_file import read_classes, read_split
 from logit_lineage.experts.expert import ExpertSpec, TrainSpec, expert_seed, resolve_device, spec_dict, train_expert
 
 log = logging.getLogger("logit_lineage")

@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from logit_lineage.experts.checkpoint import save_checkpoint
-from logit_lineage.experts.logits_npz import SPLITS, write_npz
-from logit_lineage.experts.data_file import read_classes
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.cli import main_guard
+from logit_lineage.experts.checkpoint import save_checkpoint
 from logit_lineage.experts.config import build, check_expert_names, parse_json
+from logit_lineage.experts.data_file import read_classes
 from logit_lineage.experts.gating import GatingTrain, apply_gating, feature_names, spec_dict, train_gating
+from logit_lineage.experts.logits_npz import SPLITS, write_npz
 from logit_lineage.experts.stack import balanced_group_error, load_stack
 
 log = logging.getLogger("logit_lineage")

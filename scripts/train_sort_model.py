@@ -22,10 +22,10 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.sortgrid.names import parse_checkpoint_name
-from logit_lineage.sortgrid.tree import parse_checkpoint_path
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.names import parse_checkpoint_name
+from logit_lineage.sortgrid.tree import parse_checkpoint_path
 
 
 def _run_of(final: Path, seed: int | None):

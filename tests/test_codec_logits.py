@@ -10,12 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from logit_lineage.common.errors import LineageError
 from logit_lineage.formats.indices import high_bits_for_vocab, pack_indices, unpack_indices
 from logit_lineage.formats.logits import (
-    META_PARAMS, META_VERSION, ExampleRecord, LogitsShard, build_table, read_metadata, write_logits_parquet,
+    META_PARAMS,
+    META_VERSION,
+    ExampleRecord,
+    LogitsShard,
+    build_table,
+    read_metadata,
+    write_logits_parquet,
 )
 from logit_lineage.formats.quantize import LEVELS, dequantize_rows, quantize_rows
-from logit_lineage.common.errors import LineageError
 
 VOCABS = [512, 151_936, 262_208, 300_000]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from safetensors import safe_open
 
-from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, write_dense_dump
 from logit_lineage.experts.checkpoint import load_checkpoint, save_checkpoint
+from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, write_dense_dump
 from logit_lineage.formats.safetensors_file import save_sorted
 from logit_lineage.sortgrid.checkpoint import save_sort_checkpoint
 

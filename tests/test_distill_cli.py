@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from logit_lineage.formats.logits import LogitsShard
 from conftest import SCRIPTS, run_script, subprocess_env
+from logit_lineage.formats.logits import LogitsShard
 
 SCRIPT_NAMES = ["make_demo_dataset.py", "build_demo_teacher.py", "compute_lengths.py", "make_shards.py", "select_shard.py",
                 "extract_logits.py", "explore_logits.py"]

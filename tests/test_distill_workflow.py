@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from logit_lineage.formats.logits import LogitsShard
 from conftest import REPO, copy_workflow, run_snakemake
+from logit_lineage.formats.logits import LogitsShard
 
 pytestmark = pytest.mark.workflow
 DISTILL_TINY = REPO / "tests" / "configs" / "tiny_distill.yaml"

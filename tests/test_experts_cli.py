@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from logit_lineage.experts.logits_npz import read_npz, write_npz
-from logit_lineage.experts.data_file import write_classes, write_split
 from conftest import run_script
 from logit_lineage.experts.data import GeneratorSpec, class_counts, classes_info, generate
+from logit_lineage.experts.data_file import write_classes, write_split
+from logit_lineage.experts.logits_npz import read_npz, write_npz
 
 SCRIPTS = (
     "make_longtail_data.py", "train_expert.py", "recompute_expert_logits.py", "import_legacy_logits.py",

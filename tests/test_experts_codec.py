@@ -7,12 +7,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logit_lineage.experts.checkpoint import load_checkpoint, save_checkpoint
-from logit_lineage.experts.logits_npz import (
-    LEGACY_PT_NAMES, locate, read_legacy_pt, read_npz, read_split, stack_experts, write_npz,
-)
-from logit_lineage.experts.data_file import read_classes, read_split as read_data_split, write_classes, write_split
 from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.checkpoint import load_checkpoint, save_checkpoint
+from logit_lineage.experts.data_file import read_classes, write_classes, write_split
+from logit_lineage.experts.data_file import read_split as read_data_split
+from logit_lineage.experts.logits_npz import (
+    LEGACY_PT_NAMES,
+    locate,
+    read_legacy_pt,
+    read_npz,
+    read_split,
+    stack_experts,
+    write_npz,
+)
 
 
 def _logits(n=6, c=4, seed=0):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from logit_lineage.experts.logits_npz import read_npz
 from conftest import REPO, run_snakemake
+from logit_lineage.experts.logits_npz import read_npz
 
 pytestmark = pytest.mark.workflow
 EXPERTS = ("ce", "logitadjust", "balsoftmax")

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from logit_lineage.formats.dense_dump import DenseEntry, dump_paths, write_dense_dump
 from conftest import run_script
+from logit_lineage.formats.dense_dump import DenseEntry, dump_paths, write_dense_dump
 
 SCRIPTS = ("dump_dense_logits.py", "analyze_divergence.py", "fidelity_report.py")
 

@@ -10,8 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logit_lineage.formats.dense_dump as dd
-from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, dump_paths, load_dense_dump, read_summary, write_dense_dump
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.dense_dump import (
+    DenseDump,
+    DenseEntry,
+    dump_paths,
+    load_dense_dump,
+    read_summary,
+    write_dense_dump,
+)
 
 VOCAB = 37
 

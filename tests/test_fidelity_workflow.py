@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from logit_lineage.formats.dense_dump import DenseDump
-from logit_lineage.fidelity.metrics_file import read_fidelity_report, read_shard_fidelity
 from conftest import run_snakemake
+from logit_lineage.fidelity.metrics_file import read_fidelity_report, read_shard_fidelity
+from logit_lineage.formats.dense_dump import DenseDump
 
 REPORT = "results/fidelity/fidelity_report.json"
 # Smaller still than the tiny overlays: chain A is only the fidelity chain's input here,

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from logit_lineage.hub.card_file import CARD_KEY, render_card
+from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
+from hubserver.shards import make_shard, make_shards
 from logit_lineage.common.errors import LineageError
 from logit_lineage.hub import naming
 from logit_lineage.hub.card import card_body, card_metadata, summarize_shards
+from logit_lineage.hub.card_file import CARD_KEY, render_card
 from logit_lineage.hub.publish import CommitItem, commit_items, create_repo, preupload_shard, sha256_file
 from logit_lineage.hub.retry import RetryPolicy
 from logit_lineage.hub.settings import HubSettings
 from logit_lineage.hub.target import make_api, make_target
 from logit_lineage.hub.verify import Expected, verify_repo
-from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
-from hubserver.shards import make_shard, make_shards
 
 # huggingface_hub 2.4.0 itself PUTs LFS content with httpx2's deprecated `data=`.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIGS, run_snakemake
 
+from conftest import REPO, TINY_CONFIGS, run_snakemake
 from slurm.support import (
     SLURM_DIR,
     SPEC_GPU_RULES,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logit_lineage.common.errors import LineageError
 from logit_lineage.formats.checkpoint_layout import (
     MEDIUM,
     SMALL,
@@ -19,7 +20,6 @@ from logit_lineage.formats.checkpoint_layout import (
     to_fused,
     to_split,
 )
-from logit_lineage.common.errors import LineageError
 from logit_lineage.sortgrid.model import SortGPT, SortModelConfig
 
 

@@ -9,13 +9,18 @@ import pytest
 import torch
 import torch.nn as nn
 
-from logit_lineage.formats.checkpoint_layout import SMALL, to_split
-from logit_lineage.sortgrid.names import parse_checkpoint_name
-from logit_lineage.sortgrid.checkpoint import CHECKPOINT_KEYS, load_torch_file, read_sort_checkpoint, save_sort_checkpoint
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.checkpoint_layout import SMALL, to_split
+from logit_lineage.sortgrid.checkpoint import (
+    CHECKPOINT_KEYS,
+    load_torch_file,
+    read_sort_checkpoint,
+    save_sort_checkpoint,
+)
 from logit_lineage.sortgrid.data import LengthSampler, inputs_and_targets, sample_sequences
 from logit_lineage.sortgrid.evaluate import evaluate_checkpoint, evaluate_model
 from logit_lineage.sortgrid.model import SortGPT, SortModelConfig
+from logit_lineage.sortgrid.names import parse_checkpoint_name
 from logit_lineage.sortgrid.train import TrainSettings, lr_at, train_run
 
 STEM = "N16_d16_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK5to7_nodup1"

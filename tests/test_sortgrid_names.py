@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logit_lineage.common.errors import LineageError
 from logit_lineage.sortgrid.names import (
     CheckpointName,
     format_checkpoint_name,
     parse_checkpoint_name,
 )
-from logit_lineage.common.errors import LineageError
 
 # The three examples of seed 004, with the fields it describes for each.
 SEED_EXAMPLES = {

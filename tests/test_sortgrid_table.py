@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from logit_lineage.sortgrid.eval_file import read_eval, write_eval
-from logit_lineage.sortgrid.table_file import SUMMARY_COLUMNS, read_csv, write_csv
 from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.eval_file import read_eval, write_eval
 from logit_lineage.sortgrid.table import plot_grid, summary_rows, table_rows
+from logit_lineage.sortgrid.table_file import SUMMARY_COLUMNS, read_csv, write_csv
 
 
 def _record(seed, prefix, iters, exact, regime="fixed", task_id=3, ks=(17, 18)):

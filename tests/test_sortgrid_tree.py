@@ -7,6 +7,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from conftest import REPO
+from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.grid import expand_grid
 from logit_lineage.sortgrid.names import parse_checkpoint_name
 from logit_lineage.sortgrid.tree import (
     DYNAMIC_TASKS,
@@ -18,9 +21,6 @@ from logit_lineage.sortgrid.tree import (
     task_id,
     task_spec,
 )
-from logit_lineage.common.errors import LineageError
-from conftest import REPO
-from logit_lineage.sortgrid.grid import expand_grid
 
 SCHEMA = REPO / "workflow" / "schemas" / "sortgrid.schema.yaml"
 
@@ -106,7 +106,7 @@ def test_checkpoint_path_round_trip():
         (f"with_layernorm/fixed/len_gen_single_k4/task_0009/seed1337/{HEADLINE}", "task_0009"),
         (f"with_layernorm/fixed/len_gen_single_k4/task_0003/s1337/{HEADLINE}", "seed<N>"),
         (f"fixed/len_gen_single_k4/task_0003/seed1337/{HEADLINE}", "expected"),
-        (f"with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337/Final_bad.pt", "convention"),
+        ("with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337/Final_bad.pt", "convention"),
     ],
 )
 def test_inconsistent_paths_fail_with_one_line(path, expect):

@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
+from conftest import REPO, TINY_CONFIGS, run_snakemake
 from logit_lineage.sortgrid.checkpoint import CHECKPOINT_KEYS
 from logit_lineage.sortgrid.table_file import read_csv
-from conftest import REPO, TINY_CONFIGS, run_snakemake
 
 pytestmark = pytest.mark.workflow
 

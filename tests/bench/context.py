@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 from benchlib import Result
 from workloads import DemoAssets, demo_logit_rows, demo_rows, load_demo
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 
 TOP_P, CAP, SAMPLED_N, SEED = 0.98, 100, 24, 1337
 VOCABS = (32_000, 151_936, 262_208)

@@ -36,8 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 import numpy as np
 import torch
 
@@ -45,6 +43,8 @@ from logit_lineage.distill.batching import padding_fraction, plan_batches
 from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, Row, _chunks, _units, batch_hidden, compress_batch
 from logit_lineage.distill.teacher import decoder_hidden, head_logits
+
+HERE = Path(__file__).resolve().parent
 
 QWEN2_05B = dict(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32_768,

@@ -15,14 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 import numpy as np
 import torch
 
 from benchlib import peak_since_reset, reset_peak
 from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
 from seed_reference import seed_compress_block
+
+HERE = Path(__file__).resolve().parent
 
 
 def project_call(logits: torch.Tensor, spec: dict, gen: torch.Generator):

@@ -4,6 +4,6 @@
 LFS content, commit, list and download files; it stores files in memory, counts
 every call by endpoint and injects faults on demand. See `server.py`.
 """
-from hubserver.server import Fault, FakeHub
+from hubserver.server import FakeHub, Fault
 
 __all__ = ["FakeHub", "Fault"]

@@ -9,16 +9,16 @@ rule code_fingerprint:
         modules=lambda wildcards: imports(f"{wildcards.script}.py"),
     output:
         f"{RESULTS}/code/{{script}}.sha256",
-    params:
-        root=q(SCRIPTS_DIR),
-    localrule: True
     log:
         logs("code/{script}.log"),
+    localrule: True
     conda:
         env("distill")
     resources:
         mem_mb=200,
         runtime=1,
+    params:
+        root=q(SCRIPTS_DIR),
     shell:
-        "(cd {params.root} && for f in {input.modules:q}; do sha256sum -- \"$(realpath --relative-to=. \"$f\")\"; done)"
+        '(cd {params.root} && for f in {input.modules:q}; do sha256sum -- "$(realpath --relative-to=. "$f")"; done)'
         " > {output:q}.tmp 2> {log:q} && mv -- {output:q}.tmp {output:q}"

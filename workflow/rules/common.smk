@@ -40,6 +40,8 @@ for _section in SECTIONS:
 RESULTS = config["results"].rstrip("/")
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 ENVS = Path(workflow.basedir) / "envs"
+
+
 envvars:
     "PATH",
 
@@ -47,7 +49,9 @@ envvars:
 # Rules run `python`: the interpreter that runs snakemake (the project's venv) comes
 # first on PATH, unless --use-conda (--sdm conda) puts the per-family env's python there.
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    )
 PY = "python"
 # Each stage appends its final artifacts; `rule all` asks for all of them.
 ALL_TARGETS = []
@@ -132,8 +136,6 @@ def as_json(obj):
 
 def env(name):
     return str(ENVS / f"{name}.yaml")
-
-
 
 
 wildcard_constraints:

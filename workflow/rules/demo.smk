@@ -10,10 +10,6 @@ rule make_demo_dataset:
         **code("make_demo_dataset.py"),
     output:
         f"{DEMO_DIR}/conversations.parquet",
-    params:
-        n=DEMO["n_conversations"],
-        seed=config["seed"],
-        think=DEMO["think_fraction"],
     log:
         logs("demo/make_demo_dataset.log"),
     conda:
@@ -21,6 +17,10 @@ rule make_demo_dataset:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        n=DEMO["n_conversations"],
+        seed=config["seed"],
+        think=DEMO["think_fraction"],
     shell:
         "python {input.script:q} --n {params.n:q} --seed {params.seed:q} "
         "--think-fraction {params.think:q} --output {output:q} 2> {log:q}"
@@ -32,6 +32,16 @@ rule build_demo_teacher:
         dataset=rules.make_demo_dataset.output[0],
     output:
         directory(f"{DEMO_DIR}/teacher"),
+    log:
+        logs("demo/build_demo_teacher.log"),
+    benchmark:
+        benchmarks("demo/build_demo_teacher.tsv")
+    conda:
+        env("distill")
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         vocab=DEMO["vocab_size"],
         hidden=DEMO["hidden_size"],
@@ -42,16 +52,6 @@ rule build_demo_teacher:
         lr=DEMO["learning_rate"],
         max_len=config["distill"]["max_seq_len"],
         seed=config["seed"],
-    threads: 2
-    log:
-        logs("demo/build_demo_teacher.log"),
-    benchmark:
-        benchmarks("demo/build_demo_teacher.tsv")
-    conda:
-        env("distill")
-    resources:
-        mem_mb=2000,
-        runtime=30,
     shell:
         "python {input.script:q} --dataset {input.dataset:q} --output-dir {output:q} "
         "--vocab-size {params.vocab:q} --hidden-size {params.hidden:q} --num-layers {params.layers:q} "

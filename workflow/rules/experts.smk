@@ -19,7 +19,11 @@ EXPERT_SPLITS = ("tunev", "val", "test")
 LT_DATA_SPLITS = ("train",) + EXPERT_SPLITS
 PREDICTORS = EXPERT_NAMES + ["mixture"]
 LOGITS_FROM_IMPORT = EXPERTS_CFG["logits"]["source"] == "import"
-LEGACY_PT = {"tunev": "tuneV_logits.pt", "val": "val_lt_logits.pt", "test": "test_lt_logits.pt"}
+LEGACY_PT = {
+    "tunev": "tuneV_logits.pt",
+    "val": "val_lt_logits.pt",
+    "test": "test_lt_logits.pt",
+}
 
 
 wildcard_constraints:
@@ -33,7 +37,10 @@ FEATURES_INPUTS = (
     if EXPERTS_CFG["data"]["source"] == "features"
     else []
 )
-if EXPERTS_CFG["data"]["source"] == "features" and not EXPERTS_CFG["data"]["features_dir"]:
+if (
+    EXPERTS_CFG["data"]["source"] == "features"
+    and not EXPERTS_CFG["data"]["features_dir"]
+):
     raise WorkflowError(
         "config key 'experts.data.features_dir' must name a folder when experts.data.source is 'features'"
     )
@@ -53,16 +60,11 @@ PREDICTOR_NPZ = {
 
 rule make_longtail_data:
     input:
-        features=FEATURES_INPUTS,
         **code("make_longtail_data.py"),
+        features=FEATURES_INPUTS,
     output:
         splits=expand(f"{EXPERTS_DIR}/data/{{split}}.npz", split=LT_DATA_SPLITS),
         classes=f"{EXPERTS_DIR}/data/classes.json",
-    params:
-        cfg=as_json(EXPERTS_CFG["data"]),
-        seed=config["seed"],
-        labels_only="--labels-only" if LOGITS_FROM_IMPORT else "",
-        out_dir=lambda wildcards, output: str(Path(output.classes).parent),
     log:
         logs("experts/make_longtail_data.log"),
     conda:
@@ -70,6 +72,11 @@ rule make_longtail_data:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        cfg=as_json(EXPERTS_CFG["data"]),
+        seed=config["seed"],
+        labels_only="--labels-only" if LOGITS_FROM_IMPORT else "",
+        out_dir=lambda wildcards, output: str(Path(output.classes).parent),
     shell:
         "python {input.script:q} --config {params.cfg:q} --seed {params.seed:q} {params.labels_only}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
@@ -77,16 +84,11 @@ rule make_longtail_data:
 
 rule train_expert:
     input:
+        **code("train_expert.py"),
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
-        **code("train_expert.py"),
     output:
         f"{EXPERTS_DIR}/checkpoints/{{expert}}.safetensors",
-    params:
-        model=as_json(EXPERTS_CFG["model"]),
-        train=as_json(EXPERTS_CFG["training"]),
-        seed=config["seed"],
-        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
     log:
         logs(f"experts/train_expert/{{expert}}.log"),
     benchmark:
@@ -97,6 +99,11 @@ rule train_expert:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        model=as_json(EXPERTS_CFG["model"]),
+        train=as_json(EXPERTS_CFG["training"]),
+        seed=config["seed"],
+        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
     shell:
         "python {input.script:q} --expert {wildcards.expert} --data-dir {params.data_dir:q}"
         " --model-config {params.model:q} --train-config {params.train:q} --seed {params.seed:q}"
@@ -112,14 +119,16 @@ if LOGITS_FROM_IMPORT:
     # Per expert, the files import_legacy_logits.py will read: npz where present, else the
     # legacy .pt (a missing one is reported under its npz name).
     IMPORT_FOLDERS = {
-        name: Path(EXPERTS_CFG["logits"]["import_dir"]) / EXPERTS_CFG["logits"]["import_subdirs"].get(name, name)
+        name: Path(EXPERTS_CFG["logits"]["import_dir"])
+        / EXPERTS_CFG["logits"]["import_subdirs"].get(name, name)
         for name in EXPERT_NAMES
     }
     IMPORT_INPUTS = {
         name: [
             str(
                 folder / LEGACY_PT[split]
-                if not (folder / f"{split}_logits.npz").exists() and (folder / LEGACY_PT[split]).exists()
+                if not (folder / f"{split}_logits.npz").exists()
+                and (folder / LEGACY_PT[split]).exists()
                 else folder / f"{split}_logits.npz"
             )
             for split in EXPERT_SPLITS
@@ -129,16 +138,15 @@ if LOGITS_FROM_IMPORT:
 
     rule import_legacy_logits:
         input:
+            **code("import_legacy_logits.py"),
             source=lambda wildcards: IMPORT_INPUTS[wildcards.expert],
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
-            **code("import_legacy_logits.py"),
         output:
-            expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
-        params:
-            source_dir=lambda wildcards: str(IMPORT_FOLDERS[wildcards.expert]),
-            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
-            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+            expand(
+                f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz",
+                split=EXPERT_SPLITS,
+            ),
         log:
             logs(f"experts/import_legacy_logits/{{expert}}.log"),
         conda:
@@ -146,6 +154,10 @@ if LOGITS_FROM_IMPORT:
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            source_dir=lambda wildcards: str(IMPORT_FOLDERS[wildcards.expert]),
+            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
             "python {input.script:q} --source-dir {params.source_dir:q} --data-dir {params.data_dir:q}"
             " --out-dir {params.out_dir:q} 2> {log:q}"
@@ -154,18 +166,15 @@ else:
 
     rule recompute_expert_logits:
         input:
+            **code("recompute_expert_logits.py"),
             checkpoint=rules.train_expert.output,
             data=rules.make_longtail_data.output.splits,
             classes=rules.make_longtail_data.output.classes,
-            **code("recompute_expert_logits.py"),
         output:
-            expand(f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz", split=EXPERT_SPLITS),
-        params:
-            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
-            # Not the training device: this rule is not routed to a GPU partition, so it
-            # takes a GPU only where one is present.
-            device="auto",
-            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+            expand(
+                f"{EXPERTS_DIR}/logits/{{{{expert}}}}/{{split}}_logits.npz",
+                split=EXPERT_SPLITS,
+            ),
         log:
             logs(f"experts/recompute_expert_logits/{{expert}}.log"),
         conda:
@@ -174,6 +183,12 @@ else:
         resources:
             mem_mb=2000,
             runtime=20,
+        params:
+            data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+            # Not the training device: this rule is not routed to a GPU partition, so it
+            # takes a GPU only where one is present.
+            device="auto",
+            out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
             "python {input.script:q} --checkpoint {input.checkpoint:q} --data-dir {params.data_dir:q}"
             " --device {params.device:q} --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
@@ -181,23 +196,20 @@ else:
 
 rule train_gating:
     input:
+        **code("train_gating.py"),
         logits=expand(
-            f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz", expert=EXPERT_NAMES, split=EXPERT_SPLITS
+            f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz",
+            expert=EXPERT_NAMES,
+            split=EXPERT_SPLITS,
         ),
         data=rules.make_longtail_data.output.splits,
         classes=rules.make_longtail_data.output.classes,
-        **code("train_gating.py"),
     output:
         model=f"{EXPERTS_DIR}/gating/gating.safetensors",
         summary=f"{EXPERTS_DIR}/gating/summary.json",
-        mixture=expand(f"{EXPERTS_DIR}/gating/{{split}}_mixture.npz", split=EXPERT_SPLITS),
-    params:
-        experts=",".join(EXPERT_NAMES),
-        cfg=as_json(EXPERTS_CFG["gating"]),
-        seed=config["seed"],
-        logits_dir=lambda wildcards, input: str(Path(input.logits[0]).parent.parent),
-        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
-        out_dir=lambda wildcards, output: str(Path(output.model).parent),
+        mixture=expand(
+            f"{EXPERTS_DIR}/gating/{{split}}_mixture.npz", split=EXPERT_SPLITS
+        ),
     log:
         logs("experts/train_gating.log"),
     benchmark:
@@ -208,6 +220,13 @@ rule train_gating:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        experts=",".join(EXPERT_NAMES),
+        cfg=as_json(EXPERTS_CFG["gating"]),
+        seed=config["seed"],
+        logits_dir=lambda wildcards, input: str(Path(input.logits[0]).parent.parent),
+        data_dir=lambda wildcards, input: str(Path(input.classes).parent),
+        out_dir=lambda wildcards, output: str(Path(output.model).parent),
     shell:
         "python {input.script:q} --logits-dir {params.logits_dir:q} --experts {params.experts:q}"
         " --data-dir {params.data_dir:q} --config {params.cfg:q} --seed {params.seed:q}"
@@ -216,15 +235,12 @@ rule train_gating:
 
 rule evaluate_rejection:
     input:
+        **code("evaluate_rejection.py"),
         val=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["val"],
         test=lambda wildcards: PREDICTOR_NPZ[wildcards.predictor]["test"],
         classes=rules.make_longtail_data.output.classes,
-        **code("evaluate_rejection.py"),
     output:
         f"{EXPERTS_DIR}/eval/{{predictor}}.json",
-    params:
-        cfg=as_json(EXPERTS_CFG["rejection"]),
-        seed=config["seed"],
     log:
         logs(f"experts/evaluate_rejection/{{predictor}}.log"),
     benchmark:
@@ -234,6 +250,9 @@ rule evaluate_rejection:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        cfg=as_json(EXPERTS_CFG["rejection"]),
+        seed=config["seed"],
     shell:
         "python {input.script:q} --name {wildcards.predictor} --val {input.val:q} --test {input.test:q}"
         " --classes {input.classes:q} --config {params.cfg:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
@@ -241,8 +260,8 @@ rule evaluate_rejection:
 
 rule summarize_rejection:
     input:
-        results=expand(f"{EXPERTS_DIR}/eval/{{predictor}}.json", predictor=PREDICTORS),
         **code("summarize_rejection.py"),
+        results=expand(f"{EXPERTS_DIR}/eval/{{predictor}}.json", predictor=PREDICTORS),
     output:
         metrics=f"{EXPERTS_DIR}/eval/metrics.json",
         table=f"{EXPERTS_DIR}/eval/summary.tsv",
@@ -268,6 +287,10 @@ if EXPERTS_CFG["enabled"]:
     ALL_TARGETS.extend(rules.summarize_rejection.output)
     ALL_TARGETS.append(rules.train_gating.output.model)
     ALL_TARGETS.extend(
-        expand(f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz", expert=EXPERT_NAMES, split=EXPERT_SPLITS)
+        expand(
+            f"{EXPERTS_DIR}/logits/{{expert}}/{{split}}_logits.npz",
+            expert=EXPERT_NAMES,
+            split=EXPERT_SPLITS,
+        )
     )
     ALL_TARGETS.extend(rules.train_gating.output.mixture)

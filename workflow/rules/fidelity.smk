@@ -23,6 +23,16 @@ rule dump_dense_logits:
         summary=f"{FIDELITY_DIR}/dense/shard-{{shard}}.json.gz",
         tensors=f"{FIDELITY_DIR}/dense/shard-{{shard}}.safetensors",
         metadata=f"{FIDELITY_DIR}/dense/shard-{{shard}}.metadata.json",
+    log:
+        logs(f"fidelity/dump_dense_logits/shard-{{shard}}.log"),
+    benchmark:
+        benchmarks(f"fidelity/dump_dense_logits/shard-{{shard}}.tsv")
+    conda:
+        env("fidelity")
+    threads: 2
+    resources:
+        mem_mb=FIDELITY["dump_mem_mb"],
+        runtime=FIDELITY["dump_runtime"],
     params:
         source=SOURCE_ARGS,
         sample=(
@@ -33,16 +43,6 @@ rule dump_dense_logits:
             f"--token-budget {DISTILL['token_budget']} --max-batch-size {DISTILL['max_batch_size']} "
             f"--dtype {DISTILL['dtype']} --device {DISTILL['device']}"
         ),
-    threads: 2
-    log:
-        logs(f"fidelity/dump_dense_logits/shard-{{shard}}.log"),
-    benchmark:
-        benchmarks(f"fidelity/dump_dense_logits/shard-{{shard}}.tsv")
-    conda:
-        env("fidelity")
-    resources:
-        mem_mb=FIDELITY["dump_mem_mb"],
-        runtime=FIDELITY["dump_runtime"],
     shell:
         "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.summary:q} "
         "--stream {wildcards.shard} {params.sample} {params.runtime} --threads {threads} 2> {log:q}"
@@ -58,8 +58,6 @@ rule fidelity_shard:
         logits=rules.extract_logits.output.parquet,
     output:
         f"{FIDELITY_DIR}/shards/shard-{{shard}}.json",
-    params:
-        temperature=FIDELITY["temperature"],
     log:
         logs(f"fidelity/fidelity_shard/shard-{{shard}}.log"),
     benchmark:
@@ -69,6 +67,8 @@ rule fidelity_shard:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        temperature=FIDELITY["temperature"],
     shell:
         "python {input.script:q} shard --dense {input.dense:q} --logits {input.logits:q} --name shard-{wildcards.shard} "
         "--temperature {params.temperature:q} --output {output:q} 2> {log:q}"
@@ -90,8 +90,6 @@ rule fidelity_report:
             caption="../report/fidelity_plot.rst",
             category="Fidelity of compressed logits",
         ),
-    params:
-        inputs=lambda wildcards, input: " ".join(f"--input {q(p)}" for p in input.shards),
     log:
         logs("fidelity/fidelity_report.log"),
     conda:
@@ -99,9 +97,15 @@ rule fidelity_report:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        inputs=lambda wildcards, input: " ".join(
+            f"--input {q(p)}" for p in input.shards
+        ),
     shell:
         "python {input.script:q} aggregate {params.inputs} --json {output.json:q} --plot {output.plot:q} 2> {log:q}"
 
 
 if FIDELITY["enabled"]:
-    ALL_TARGETS.extend([rules.fidelity_report.output.json, rules.fidelity_report.output.plot])
+    ALL_TARGETS.extend(
+        [rules.fidelity_report.output.json, rules.fidelity_report.output.plot]
+    )

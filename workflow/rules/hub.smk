@@ -19,7 +19,13 @@ HUB = config["hub"]
 HUB_N_SHARDS = config["distill"]["n_shards"]
 # Commit batch "00000" holds shards 0..shards_per_commit-1, and so on.
 HUB_BATCH_SHARDS = {
-    f"{b:05d}": [f"{i:05d}" for i in range(b * HUB["shards_per_commit"], min(HUB_N_SHARDS, (b + 1) * HUB["shards_per_commit"]))]
+    f"{b:05d}": [
+        f"{i:05d}"
+        for i in range(
+            b * HUB["shards_per_commit"],
+            min(HUB_N_SHARDS, (b + 1) * HUB["shards_per_commit"]),
+        )
+    ]
     for b in range(math.ceil(HUB_N_SHARDS / HUB["shards_per_commit"]))
 }
 HUB_BATCHES = list(HUB_BATCH_SHARDS)
@@ -30,140 +36,147 @@ HUB_CONFIG_SHA256 = hashlib.sha256(
 
 
 rule hub_create_repo:
-    output:
-        receipt=f"{RESULTS}/hub/receipts/repo.json",
     input:
         **code("create_hub_repo.py"),
-    params:
-        hub=as_json(HUB),
+    output:
+        receipt=f"{RESULTS}/hub/receipts/repo.json",
     log:
         logs("hub/create_repo.log"),
+    retries: 1  # network rule: a second try after a crash; HTTP retries happen inside
+    localrule: HUB["local_jobs"]
     conda:
         env("hub")
-    localrule: HUB["local_jobs"]
-    retries: 1  # network rule: a second try after a crash; HTTP retries happen inside
     resources:
         mem_mb=512,
         runtime=15,
+    params:
+        hub=as_json(HUB),
     shell:
         "python {input.script:q} --hub {params.hub:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule hub_preupload_shard:
-    output:
-        receipt=f"{RESULTS}/hub/receipts/shards/shard-{{shard}}.json",
     input:
+        **code("preupload_shard.py"),
         parquet=rules.extract_logits.output.parquet,
         repo=rules.hub_create_repo.output.receipt,
-        **code("preupload_shard.py"),
-    params:
-        hub=as_json(HUB),
-        n_shards=HUB_N_SHARDS,
+    output:
+        receipt=f"{RESULTS}/hub/receipts/shards/shard-{{shard}}.json",
     log:
         logs(f"hub/preupload/shard-{{shard}}.log"),
     benchmark:
         benchmarks(f"hub/preupload/shard-{{shard}}.tsv")
+    retries: 1
+    localrule: HUB["local_jobs"]
     conda:
         env("hub")
-    localrule: HUB["local_jobs"]
-    retries: 1
     resources:
         mem_mb=1024,
         runtime=120,
+    params:
+        hub=as_json(HUB),
+        n_shards=HUB_N_SHARDS,
     shell:
         "python {input.script:q} --hub {params.hub:q} --shard {input.parquet:q}"
         " --n-shards {params.n_shards:q} --repo-receipt {input.repo:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule hub_commit_shards:
+    input:
+        **code("commit_shards.py"),
+        receipts=lambda wc: expand(
+            rules.hub_preupload_shard.output.receipt, shard=HUB_BATCH_SHARDS[wc.batch]
+        ),
     output:
         receipt=f"{RESULTS}/hub/receipts/commits/commit-{{batch}}.json",
-    input:
-        receipts=lambda wc: expand(rules.hub_preupload_shard.output.receipt, shard=HUB_BATCH_SHARDS[wc.batch]),
-        **code("commit_shards.py"),
-    params:
-        hub=as_json(HUB),
-        receipt_args=lambda wc, input: " ".join(f"--receipt {q(r)}" for r in input.receipts),
     log:
         logs(f"hub/commit-{{batch}}.log"),
-    conda:
-        env("hub")
     wildcard_constraints:
         batch=r"\d{5}",
-    localrule: HUB["local_jobs"]
     retries: 1
+    localrule: HUB["local_jobs"]
+    conda:
+        env("hub")
     resources:
         mem_mb=1024,
         runtime=60,
+    params:
+        hub=as_json(HUB),
+        receipt_args=lambda wc, input: " ".join(
+            f"--receipt {q(r)}" for r in input.receipts
+        ),
     shell:
         "python {input.script:q} --hub {params.hub:q} {params.receipt_args} --output {output.receipt:q} 2> {log:q}"
 
 
 rule hub_render_card:
+    input:
+        **code("render_dataset_card.py"),
+        shards=expand(
+            rules.extract_logits.output.parquet,
+            shard=[f"{i:05d}" for i in range(HUB_N_SHARDS)],
+        ),
     output:
         card=f"{RESULTS}/hub/card/README.md",
-    input:
-        shards=expand(rules.extract_logits.output.parquet, shard=[f"{i:05d}" for i in range(HUB_N_SHARDS)]),
-        **code("render_dataset_card.py"),
-    params:
-        hub=as_json(HUB),
-        config_sha256=HUB_CONFIG_SHA256,
     log:
         logs("hub/render_card.log"),
+    localrule: True
     conda:
         env("hub")
-    localrule: True
     resources:
         mem_mb=512,
         runtime=10,
+    params:
+        hub=as_json(HUB),
+        config_sha256=HUB_CONFIG_SHA256,
     shell:
         "python {input.script:q} {input.shards:q} --hub {params.hub:q}"
         " --config-sha256 {params.config_sha256:q} --output {output.card:q} 2> {log:q}"
 
 
 rule hub_commit_card:
-    output:
-        receipt=f"{RESULTS}/hub/receipts/card.json",
     input:
+        **code("commit_shards.py"),
         card=rules.hub_render_card.output.card,
         commits=expand(rules.hub_commit_shards.output.receipt, batch=HUB_BATCHES),
-        **code("commit_shards.py"),
-    params:
-        hub=as_json(HUB),
-        after_args=lambda wc, input: " ".join(f"--after {q(r)}" for r in input.commits),
+    output:
+        receipt=f"{RESULTS}/hub/receipts/card.json",
     log:
         logs("hub/commit_card.log"),
+    retries: 1
+    localrule: HUB["local_jobs"]
     conda:
         env("hub")
-    localrule: HUB["local_jobs"]
-    retries: 1
     resources:
         mem_mb=512,
         runtime=15,
+    params:
+        hub=as_json(HUB),
+        after_args=lambda wc, input: " ".join(f"--after {q(r)}" for r in input.commits),
     shell:
         "python {input.script:q} --hub {params.hub:q} --card {input.card:q} {params.after_args}"
         " --output {output.receipt:q} 2> {log:q}"
 
 
 rule hub_verify_repo:
-    output:
-        report=f"{RESULTS}/hub/verify.json",
     input:
+        **code("verify_hub_repo.py"),
         card=rules.hub_commit_card.output.receipt,
         shards=rules.hub_render_card.input.shards,
-        **code("verify_hub_repo.py"),
-    params:
-        hub=as_json(HUB),
-        n_shards=HUB_N_SHARDS,
+    output:
+        report=f"{RESULTS}/hub/verify.json",
     log:
         logs("hub/verify.log"),
+    retries: 1
+    localrule: HUB["local_jobs"]
     conda:
         env("hub")
-    localrule: HUB["local_jobs"]
-    retries: 1
     resources:
         mem_mb=512,
         runtime=30,
+    params:
+        hub=as_json(HUB),
+        n_shards=HUB_N_SHARDS,
     shell:
         "python {input.script:q} {input.shards:q} --hub {params.hub:q} --n-shards {params.n_shards:q}"
         " --output {output.report:q} 2> {log:q}"

@@ -56,11 +56,22 @@ rule train_sort_model:
     output:
         final=f"{SORT_CKPT_DIR}/Final_{{stem}}_iters{SG_TRAIN['max_iters']}.pt",
         intermediate=[
-            f"{SORT_CKPT_DIR}/Checkpoint_{{stem}}_iters{it}.pt" for it in SORT_INTER_ITERS
+            f"{SORT_CKPT_DIR}/Checkpoint_{{stem}}_iters{it}.pt"
+            for it in SORT_INTER_ITERS
         ],
+    log:
+        logs(f"sortgrid/train/{SORT_RUN}/{{stem}}.log"),
+    benchmark:
+        benchmarks(f"sortgrid/train/{SORT_RUN}/{{stem}}.tsv")
     wildcard_constraints:
-        stem=STEM_PATTERN,
         **SORT_RUN_CONSTRAINTS,
+        stem=STEM_PATTERN,
+    conda:
+        env("sortgrid")
+    threads: SG_RES["threads"]
+    resources:
+        mem_mb=SG_RES["train_mem_mb"],
+        runtime=SG_RES["train_runtime"],
     params:
         intermediate=lambda wildcards, output: " ".join(
             f"--intermediate {q(path)}" for path in output.intermediate
@@ -73,16 +84,6 @@ rule train_sort_model:
         grad_clip=SG_TRAIN["grad_clip"],
         log_every=SG_TRAIN["log_every"],
         device=SG["device"],
-    log:
-        logs(f"sortgrid/train/{SORT_RUN}/{{stem}}.log"),
-    benchmark:
-        benchmarks(f"sortgrid/train/{SORT_RUN}/{{stem}}.tsv")
-    threads: SG_RES["threads"]
-    resources:
-        mem_mb=SG_RES["train_mem_mb"],
-        runtime=SG_RES["train_runtime"],
-    conda:
-        env("sortgrid")
     shell:
         "python {input.script:q} --final {output.final:q} {params.intermediate}"
         " --batch-size {params.batch_size:q} --learning-rate {params.learning_rate:q}"
@@ -95,28 +96,28 @@ rule train_sort_model:
 rule evaluate_sort_checkpoint:
     """Exact match and token accuracy on the test lengths, per K, for one checkpoint."""
     input:
-        checkpoint=f"{SORT_CKPT_DIR}/{{ckpt}}.pt",
         **code("evaluate_sort_model.py"),
+        checkpoint=f"{SORT_CKPT_DIR}/{{ckpt}}.pt",
     output:
         metrics=f"{SORT_EVAL_DIR}/{{ckpt}}.json",
+    log:
+        logs(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.log"),
+    benchmark:
+        benchmarks(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.tsv")
     wildcard_constraints:
-        ckpt=f"(?:Checkpoint|Final)_{STEM_PATTERN}_iters[0-9]+",
         **SORT_RUN_CONSTRAINTS,
+        ckpt=f"(?:Checkpoint|Final)_{STEM_PATTERN}_iters[0-9]+",
+    conda:
+        env("sortgrid")
+    threads: SG_RES["threads"]
+    resources:
+        mem_mb=SG_RES["eval_mem_mb"],
+        runtime=SG_RES["eval_runtime"],
     params:
         samples=SG_EVAL["samples_per_length"],
         batch_size=SG_EVAL["batch_size"],
         seed=SG_EVAL["seed"],
         device=SG["device"],
-    log:
-        logs(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.log"),
-    benchmark:
-        benchmarks(f"sortgrid/eval/{SORT_RUN}/{{ckpt}}.tsv")
-    threads: SG_RES["threads"]
-    resources:
-        mem_mb=SG_RES["eval_mem_mb"],
-        runtime=SG_RES["eval_runtime"],
-    conda:
-        env("sortgrid")
     shell:
         "python {input.script:q} {input.checkpoint:q} --output {output.metrics:q}"
         " --samples-per-length {params.samples:q} --batch-size {params.batch_size:q}"
@@ -127,8 +128,8 @@ rule evaluate_sort_checkpoint:
 rule tabulate_sort_grid:
     """The grid table (per checkpoint and per configuration) and the generalization plot."""
     input:
-        evaluations=SORT_EVALS,
         **code("tabulate_sort_grid.py"),
+        evaluations=SORT_EVALS,
     output:
         table=report(
             f"{SORTGRID}/sort_grid_table.csv",
@@ -148,11 +149,11 @@ rule tabulate_sort_grid:
     log:
         logs("sortgrid/tabulate_sort_grid.log"),
     localrule: True
+    conda:
+        env("sortgrid")
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        env("sortgrid")
     shell:
         "python {input.script:q} {input.evaluations:q} --table {output.table:q}"
         " --summary {output.summary:q} --plot {output.plot:q} 2> {log:q}"

@@ -12,9 +12,9 @@ import json
 import click
 import numpy as np
 
-from logit_lineage.formats.logits import LogitsShard
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.logits import LogitsShard
 from logit_lineage.formats.reader import colour_view, nucleus_stats, token_distributions
 
 

@@ -72,8 +72,8 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
 def load_shard_rows(shard_path, *, teacher, revision, chat_template, dataset, split, dataset_config,
                     messages_column, limit, exclude_think, exclude_eot, eot_tokens):
     """(tokenizer, rows) of one shard, from `source_options` values, checked against the lengths table."""
-    from logit_lineage.distill.lengths import read_shard_rows
     from logit_lineage.distill.data import load_conversations
+    from logit_lineage.distill.lengths import read_shard_rows
     from logit_lineage.distill.teacher import load_tokenizer
 
     shard = read_shard_rows(shard_path).to_pandas()

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from logit_lineage.experts.logits_npz import locate, read_split, stack_experts
-from logit_lineage.experts.data_file import read_split as read_data_split
 from logit_lineage.common.errors import LineageError
+from logit_lineage.experts.data_file import read_split as read_data_split
+from logit_lineage.experts.logits_npz import locate, read_split, stack_experts
 
 
 def load_stack(logits_dir, experts, split: str, data_dir=None, n_classes: int | None = None):

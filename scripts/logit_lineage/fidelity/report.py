@@ -7,10 +7,10 @@ from collections import defaultdict
 import numpy as np
 from tqdm import tqdm
 
+from logit_lineage.common.errors import LineageError
 from logit_lineage.fidelity.fidelity import STUDENTS, headline, summarize_tokens, token_metrics
 from logit_lineage.formats.dense_dump import DenseDump
 from logit_lineage.formats.logits import LogitsShard
-from logit_lineage.common.errors import LineageError
 
 
 def compare_shard(dump: DenseDump, shard: LogitsShard, *, temperature: float, shard_name: str) -> dict:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logit_lineage.formats.logits import read_metadata
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.logits import read_metadata
 
 
 def read_shard_metadata(path: str | Path) -> dict:

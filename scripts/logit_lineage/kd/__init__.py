@@ -1,8 +1,8 @@
 """Knowledge distillation from compressed teacher logits (SPEC 2.F): sparse targets, a
 dataset over shards (local or a Hub dataset repo), a collate function, sparse KD losses
 and the tokenizer fingerprint check. docs/KD.md shows how training code uses them."""
-from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
 from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_student_tokenizer, tokenizer_fingerprint
+from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
 

@@ -22,8 +22,8 @@ import pyarrow as pa
 import torch
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.formats.logits import FORMAT_VERSION, SCHEMA, LogitsShard, read_metadata
 from logit_lineage.formats.fingerprints import check_student_tokenizer
+from logit_lineage.formats.logits import FORMAT_VERSION, SCHEMA, LogitsShard, read_metadata
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
 
 # Params every shard of one dataset must share (the rest, a shard number say, may differ).

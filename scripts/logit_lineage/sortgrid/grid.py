@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from logit_lineage.common.errors import LineageError
 from logit_lineage.sortgrid.names import CheckpointName
 from logit_lineage.sortgrid.tree import FIXED_LENGTH_MODE, RunLocation, location_for
-from logit_lineage.common.errors import LineageError
 
 AXES = ("layernorm", "regimes", "train_max_k", "layers", "mlp", "length_modes", "seeds")
 

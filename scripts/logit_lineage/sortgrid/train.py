@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from logit_lineage.sortgrid.names import CheckpointName
-from logit_lineage.sortgrid.checkpoint import save_sort_checkpoint
 from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.checkpoint import save_sort_checkpoint
 from logit_lineage.sortgrid.data import LengthSampler, inputs_and_targets, sample_sequences
 from logit_lineage.sortgrid.model import SortGPT, SortModelConfig
+from logit_lineage.sortgrid.names import CheckpointName
 
 log = logging.getLogger("logit_lineage")
 

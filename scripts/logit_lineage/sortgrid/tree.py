@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 
-from logit_lineage.sortgrid.names import CheckpointName, parse_checkpoint_name
 from logit_lineage.common.errors import LineageError
+from logit_lineage.sortgrid.names import CheckpointName, parse_checkpoint_name
 
 REGIMES = ("dynamic", "fixed")
 LAYERNORM_DIRS = {True: "with_layernorm", False: "without_layernorm"}
