@@ -18,11 +18,12 @@ import time
 import click
 import torch
 
-from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.common.cli import log, main_guard
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard, partial_lock
 from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
+from logit_lineage.formats.fingerprints import shard_fingerprints
+from logit_lineage.formats.indices import high_bits_for_vocab
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 
@@ -42,6 +43,8 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
               help="Positions per lm-head chunk (default: ~4M logits per chunk on CPU, ~64M on GPU).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split the teacher over this many CUDA devices (layers balanced, lm head on the first).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--verify-mask", "verify_rows", type=int, default=0, show_default=True,
               help="Print what the assistant mask selects for this many rows.")
@@ -52,7 +55,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 @main_guard
 def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, limit, shard_path,
          output, top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size, head_chunk_rows,
-         exclude_think, exclude_eot, eot_tokens, dtype, device, threads, verify_rows, max_runtime_minutes,
+         exclude_think, exclude_eot, eot_tokens, dtype, device, gpus, threads, verify_rows, max_runtime_minutes,
          teacher_label, dataset_label):
     # One writer per shard: a second one (a requeued job while the first still runs)
     # stops here with one line, before loading anything.
@@ -70,7 +73,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         text = "".join(f"[{tokenizer.decode(int(row.ids[t]))}]" for t in row.kept)
         log.info("mask check, row %d: %d of %d tokens kept: %s", row.index, len(row.kept), len(row.ids), text)
 
-    model = load_teacher(teacher, revision=revision, dtype=dtype, device=device)
+    model = load_teacher(teacher, revision=revision, dtype=dtype, device=device, gpus=gpus)
     vocab = int(model.get_output_embeddings().weight.shape[0])
     if rows:
         probe = torch.from_numpy(rows[-1].ids[:64]).to(next(model.parameters()).device)
@@ -87,6 +90,8 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         "quantization": "uint16 per-row min/max", "alignment": "row for token t is computed at position t-1",
         "sampler": "gumbel-top-k as exponential race (float64) with threshold; draws seeded per (seed, index, 64-token block, round)",
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        # Checked by logit_lineage.kd before a student trains on the shard (docs/KD.md).
+        "fingerprints": shard_fingerprints(tokenizer, dataset, split=split, config=dataset_config, limit=limit),
     }
     # Chunks bound the [rows, vocab] buffers (a 64-token noise block is never split):
     # ~4M logits on CPU, where larger chunks gain nothing; ~64M on a GPU, where

@@ -119,3 +119,12 @@ def test_rejection_spec():
         eg_iters=rej["worst_group"]["iters"], eg_step=rej["worst_group"]["step"], seed=7)
     assert rejection_spec({}, 7) == expected
     assert dataclasses.replace(RejectionSpec(), seed=7) == expected
+
+
+def test_answer_generation_settings():
+    from logit_lineage.distill.answers import GenerationSettings
+
+    expected = workflow_defaults("distill")["generate"]
+    expected.pop("prompts")  # a path, not a setting of the sampler
+    settings = dataclasses.asdict(GenerationSettings(seed=1))
+    assert settings.pop("seed") == 1 and settings == expected

@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 import bench_bytes
 import bench_columns
 import bench_compress
@@ -26,8 +24,11 @@ import bench_extraction
 import bench_kd_loader
 import bench_padding
 import bench_reader
+import bench_real_teacher
 from benchlib import format_table, machine_info, markdown_table
 from context import BenchContext
+
+HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = {
     "1": ("compression: project vs seed method", bench_compress.run),
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "7": ("KD loader: decode + collate throughput", bench_kd_loader.run),
     "8": ("reader per-token decoding before/after linear offsets", bench_reader.run),
     "9": ("bytes per token per column", bench_columns.run),
+    "10": ("chain A on the real SmolLM2-135M teacher (CPU)", bench_real_teacher.run),
 }
 
 

@@ -5,14 +5,82 @@ DISTILL_DIR = f"{RESULTS}/distill"
 SHARDS = [f"{i:05d}" for i in range(DISTILL["n_shards"])]
 USE_DEMO_TEACHER = DISTILL["teacher"] == "demo"
 USE_DEMO_DATASET = DISTILL["dataset"] == "demo"
+USE_GENERATED_DATASET = DISTILL["dataset"] == "generated"
+GENERATE = DISTILL["generate"]
 
 
-TEACHER = rules.build_demo_teacher.output[0] if USE_DEMO_TEACHER else DISTILL["teacher"]
-DATASET = rules.make_demo_dataset.output[0] if USE_DEMO_DATASET else DISTILL["dataset"]
-# The demo teacher and dataset are DAG nodes; a real teacher or dataset is a Hub id or a
-# path (no rule). Plain lists, not input functions: evaluated once, not once per job.
+TEACHER = (
+    str(rules.build_demo_teacher.output[0]) if USE_DEMO_TEACHER else DISTILL["teacher"]
+)
+# A chat template file is an input: editing it reruns what tokenizes with it.
+TEMPLATE_INPUT = [DISTILL["chat_template"]] if DISTILL["chat_template"] else []
 TEACHER_INPUT = [TEACHER] if USE_DEMO_TEACHER else []
-DATASET_INPUT = [DATASET] if USE_DEMO_DATASET else []
+
+if USE_GENERATED_DATASET:
+    if not GENERATE["prompts"]:
+        raise WorkflowError(
+            "invalid config key 'distill.generate.prompts': distill.dataset is 'generated', "
+            "so a prompts file (one prompt per line) is needed"
+        )
+
+    rule generate_answers:
+        """The teacher's own sampled answers to a fixed list of prompts: the dataset of chain A."""
+        input:
+            **code("generate_answers.py"),
+            teacher=TEACHER_INPUT,
+            template=TEMPLATE_INPUT,
+            prompts=GENERATE["prompts"],
+        output:
+            f"{DISTILL_DIR}/answers/conversations.parquet",
+        log:
+            logs("distill/generate_answers.log"),
+        benchmark:
+            benchmarks("distill/generate_answers.tsv")
+        conda:
+            env("distill")
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        params:
+            teacher=" ".join(
+                filter(
+                    None,
+                    [
+                        opt("--teacher", TEACHER),
+                        opt("--revision", DISTILL["teacher_revision"]),
+                        opt("--chat-template", DISTILL["chat_template"]),
+                    ],
+                )
+            ),
+            sampling=(
+                f"--max-new-tokens {GENERATE['max_new_tokens']} --temperature {GENERATE['temperature']} "
+                f"--top-p {GENERATE['top_p']} --batch-size {GENERATE['batch_size']} --seed {config['seed']}"
+            ),
+            runtime=" ".join(
+                [opt("--dtype", DISTILL["dtype"]), opt("--device", DISTILL["device"])]
+            ),
+        shell:
+            "python {input.script:q} {params.teacher} --prompts {input.prompts:q} {params.sampling} "
+            "{params.runtime} --threads {threads} --output {output:q} 2> {log:q}"
+
+
+if USE_DEMO_DATASET:
+    DATASET = str(rules.make_demo_dataset.output[0])
+elif USE_GENERATED_DATASET:
+    DATASET = str(rules.generate_answers.output[0])
+else:
+    DATASET = DISTILL["dataset"]
+# The demo teacher and the demo or generated dataset are DAG nodes; a real teacher or
+# dataset is a Hub id or a path (no rule). Plain lists, not input functions: evaluated
+# once, not once per job.
+DATASET_INPUT = [DATASET] if USE_DEMO_DATASET or USE_GENERATED_DATASET else []
+if USE_DEMO_DATASET:
+    DATASET_LABEL = "demo"
+elif USE_GENERATED_DATASET:
+    DATASET_LABEL = f"generated:{GENERATE['prompts']}"
+else:
+    DATASET_LABEL = DISTILL["dataset"]
 
 
 SOURCE_ARGS = " ".join(
@@ -39,13 +107,11 @@ rule compute_lengths:
     input:
         **code("compute_lengths.py"),
         teacher=TEACHER_INPUT,
+        template=TEMPLATE_INPUT,
         dataset=DATASET_INPUT,
     output:
         lengths=f"{DISTILL_DIR}/lengths.parquet",
         skipped=f"{DISTILL_DIR}/skipped.tsv",
-    params:
-        source=SOURCE_ARGS,
-        max_seq_len=DISTILL["max_seq_len"],
     log:
         logs("distill/compute_lengths.log"),
     benchmark:
@@ -55,6 +121,9 @@ rule compute_lengths:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        source=SOURCE_ARGS,
+        max_seq_len=DISTILL["max_seq_len"],
     shell:
         "python {input.script:q} {params.source} --max-seq-len {params.max_seq_len:q} "
         "--output {output.lengths:q} --skipped {output.skipped:q} 2> {log:q}"
@@ -66,8 +135,6 @@ rule make_shards:
         lengths=rules.compute_lengths.output.lengths,
     output:
         f"{DISTILL_DIR}/shards/plan.parquet",
-    params:
-        n=DISTILL["n_shards"],
     log:
         logs("distill/make_shards.log"),
     conda:
@@ -75,6 +142,8 @@ rule make_shards:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        n=DISTILL["n_shards"],
     shell:
         "python {input.script:q} --lengths {input.lengths:q} --n-shards {params.n:q} --output {output:q} 2> {log:q}"
 
@@ -85,9 +154,9 @@ rule select_shard:
         plan=rules.make_shards.output[0],
     output:
         f"{DISTILL_DIR}/shards/shard-{{shard}}.parquet",
-    localrule: True
     log:
         logs(f"distill/select_shard/shard-{{shard}}.log"),
+    localrule: True
     conda:
         env("distill")
     resources:
@@ -101,10 +170,23 @@ rule extract_logits:
     input:
         **code("extract_logits.py"),
         teacher=TEACHER_INPUT,
+        template=TEMPLATE_INPUT,
         dataset=DATASET_INPUT,
         shard=rules.select_shard.output[0],
     output:
         parquet=f"{DISTILL_DIR}/logits/shard-{{shard}}.parquet",
+    log:
+        logs(f"distill/extract_logits/shard-{{shard}}.log"),
+    benchmark:
+        benchmarks(f"distill/extract_logits/shard-{{shard}}.tsv")
+    conda:
+        env("distill")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        # The SLURM profile turns this into --gpus=N (it leaves this rule's count to config).
+        gpu=DISTILL["gpus_per_job"],
     params:
         source=SOURCE_ARGS,
         compress=(
@@ -116,31 +198,81 @@ rule extract_logits:
             + opt("--head-chunk-rows", DISTILL["head_chunk_rows"])
         ),
         runtime=(
-            "--dtype {d} --device {v} --verify-mask {m} {r}".format(
+            "--dtype {d} --device {v} --gpus {g} --verify-mask {m} {r}".format(
                 d=DISTILL["dtype"],
                 v=DISTILL["device"],
+                g=DISTILL["gpus_per_job"],
                 m=DISTILL["verify_mask_rows"],
                 r=opt("--max-runtime-minutes", DISTILL["max_runtime_minutes"]),
             )
         ),
-        labels=(
-            opt("--teacher-label", "demo" if USE_DEMO_TEACHER else DISTILL["teacher"])
-            + " "
-            + opt("--dataset-label", "demo" if USE_DEMO_DATASET else DISTILL["dataset"])
+        labels=" ".join(
+            [
+                opt(
+                    "--teacher-label",
+                    "demo" if USE_DEMO_TEACHER else DISTILL["teacher"],
+                ),
+                opt("--dataset-label", DATASET_LABEL),
+            ]
         ),
-    threads: 2
-    log:
-        logs(f"distill/extract_logits/shard-{{shard}}.log"),
-    benchmark:
-        benchmarks(f"distill/extract_logits/shard-{{shard}}.tsv")
-    conda:
-        env("distill")
-    resources:
-        mem_mb=8000,
-        runtime=240,
     shell:
         "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.parquet:q} "
         "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log:q}"
 
 
 ALL_TARGETS.extend(rules.extract_logits.output.parquet.format(shard=s) for s in SHARDS)
+
+
+rule summarize_logits:
+    """Chain A over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass."""
+    input:
+        **code("summarize_logits.py"),
+        logits=expand(rules.extract_logits.output.parquet, shard=SHARDS),
+        benchmarks=expand(rules.extract_logits.benchmark, shard=SHARDS),
+    output:
+        json=report(
+            f"{DISTILL_DIR}/summary.json",
+            caption="../report/distill_summary.rst",
+            category="Compressed logits (chain A)",
+        ),
+        nucleus=report(
+            f"{DISTILL_DIR}/summary_nucleus.png",
+            caption="../report/distill_nucleus.rst",
+            category="Compressed logits (chain A)",
+        ),
+        mass=report(
+            f"{DISTILL_DIR}/summary_mass.png",
+            caption="../report/distill_mass.rst",
+            category="Compressed logits (chain A)",
+        ),
+        shards=report(
+            f"{DISTILL_DIR}/summary_shards.png",
+            caption="../report/distill_shards.rst",
+            category="Compressed logits (chain A)",
+        ),
+    log:
+        logs("distill/summarize_logits.log"),
+    benchmark:
+        benchmarks("distill/summarize_logits.tsv")
+    conda:
+        env("distill")
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        # Plain strings, not params functions: evaluated once, not once per job.
+        logits=" ".join(
+            f"--logits {q(p)}"
+            for p in expand(rules.extract_logits.output.parquet, shard=SHARDS)
+        ),
+        benchmarks=" ".join(
+            f"--benchmark {q(p)}"
+            for p in expand(rules.extract_logits.benchmark, shard=SHARDS)
+        ),
+    shell:
+        "python {input.script:q} {params.logits} {params.benchmarks} --json {output.json:q} "
+        "--nucleus-plot {output.nucleus:q} --mass-plot {output.mass:q} --shards-plot {output.shards:q} "
+        "2> {log:q}"
+
+
+ALL_TARGETS.extend(rules.summarize_logits.output)
