@@ -229,9 +229,12 @@ rule summarize_logits:
         **code("summarize_logits.py"),
         logits=expand(rules.extract_logits.output.parquet, shard=SHARDS),
         benchmarks=expand(rules.extract_logits.benchmark, shard=SHARDS),
+    # The summary JSON and the per-shard plot carry wall times (tokens/s from the benchmark
+    # files), so they live under the benchmarks root with the other timings: everything
+    # else under results/ depends on its inputs alone (a rerun, or SLURM, gives the same bytes).
     output:
         json=report(
-            f"{DISTILL_DIR}/summary.json",
+            benchmarks("distill/summary.json"),
             caption="../report/distill_summary.rst",
             category="Compressed logits (chain A)",
         ),
@@ -246,7 +249,7 @@ rule summarize_logits:
             category="Compressed logits (chain A)",
         ),
         shards=report(
-            f"{DISTILL_DIR}/summary_shards.png",
+            benchmarks("distill/summary_shards.png"),
             caption="../report/distill_shards.rst",
             category="Compressed logits (chain A)",
         ),
