@@ -97,6 +97,27 @@ def demo_inputs(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "dataset": dataset, "teacher": teacher}
 
 
+@pytest.fixture(scope="module")
+def shard(demo_inputs, tmp_path_factory):
+    """Lengths, a 2-shard plan and shard 1's rows of the demo inputs, made with the CLIs."""
+    root = tmp_path_factory.mktemp("shard")
+    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
+    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
+               "--skipped", str(root / "skipped.tsv"), check=True)
+    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
+               "--output", str(root / "plan.parquet"), check=True)
+    run_script("select_shard.py", "--plan", str(root / "plan.parquet"), "--shard", "1",
+               "--output", str(root / "s1.parquet"), check=True)
+    return {"src": src, "rows": root / "s1.parquet", "root": root}
+
+
+def extract_args(shard, out, *extra):
+    """extract_logits.py options for the `shard` fixture's rows; the small token budget makes
+    many batches (a "mid-shard" for interruption tests)."""
+    return [*shard["src"], "--shard", str(shard["rows"]), "--output", str(out), "--token-budget", "600",
+            "--threads", "1", *extra]
+
+
 @pytest.fixture(scope="session")
 def bench_ctx():
     """The benchmarks' shared context (demo assets built once); prints one table at the end.

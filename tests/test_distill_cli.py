@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SCRIPTS, run_script, subprocess_env
+from conftest import SCRIPTS, extract_args, run_script, subprocess_env
 from logit_lineage.formats.logits import LogitsShard
 
 SCRIPT_NAMES = ["make_demo_dataset.py", "build_demo_teacher.py", "compute_lengths.py", "make_shards.py", "select_shard.py",
@@ -24,24 +24,6 @@ def test_help(name):
     proc = run_script(name, "--help")
     assert proc.returncode == 0
     assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) > 5
-
-
-@pytest.fixture(scope="module")
-def shard(demo_inputs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("shard")
-    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
-    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
-               "--skipped", str(root / "skipped.tsv"), check=True)
-    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(root / "plan.parquet"), check=True)
-    run_script("select_shard.py", "--plan", str(root / "plan.parquet"), "--shard", "1",
-               "--output", str(root / "s1.parquet"), check=True)
-    return {"src": src, "rows": root / "s1.parquet", "root": root}
-
-
-def extract_args(shard, out, *extra):
-    return [*shard["src"], "--shard", str(shard["rows"]), "--output", str(out), "--token-budget", "600",
-            "--threads", "1", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, run_script, subprocess_env
+from conftest import SCRIPTS, extract_args, run_script, subprocess_env
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.extract import ExtractionSettings, PartialLock, StopFlag, extract_shard
 
@@ -37,25 +37,6 @@ script = sys.argv[2]
 sys.argv = [script, *sys.argv[3:]]
 runpy.run_path(script, run_name="__main__")
 """
-
-
-@pytest.fixture(scope="module")
-def shard(demo_inputs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("shard")
-    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
-    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
-               "--skipped", str(root / "skipped.tsv"), check=True)
-    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(root / "plan.parquet"), check=True)
-    run_script("select_shard.py", "--plan", str(root / "plan.parquet"), "--shard", "1",
-               "--output", str(root / "s1.parquet"), check=True)
-    return {"src": src, "rows": root / "s1.parquet"}
-
-
-def extract_args(shard, out):
-    # A small token budget makes many batches, so there is a "mid-shard" to pause in.
-    return [*shard["src"], "--shard", str(shard["rows"]), "--output", str(out), "--token-budget", "600",
-            "--threads", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -129,7 +129,7 @@ def test_unreadable_receipt(tmp_path):
     (tmp_path / "r.json").write_text("{not json")
     with pytest.raises(LineageError, match="not valid JSON"):
         read_receipt(tmp_path / "r.json")
-    with pytest.raises(LineageError, match="not found"):
+    with pytest.raises(LineageError, match="no such receipt"):
         read_receipt(tmp_path / "missing.json")
 
 

@@ -11,7 +11,6 @@ training examples, 1 = tail), `group_names`, and `source` (how the data was made
 """
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from logit_lineage.common.atomic import atomic_path, write_json
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.json_file import read_json
 
 DATA_SPLITS = ("train", "tunev", "val", "test")
 GROUP_NAMES = ("head", "tail")
@@ -71,12 +71,7 @@ def write_classes(path: str | os.PathLike, info: dict) -> None:
 
 def read_classes(path: str | os.PathLike) -> dict:
     path = Path(path)
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LineageError("no such file", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise LineageError(f"not valid JSON ({exc})", path=path) from None
+    info = read_json(path, "classes file")
     for key in CLASSES_KEYS:
         if key not in info:
             raise LineageError(f"missing key '{key}'", path=path)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from logit_lineage.common.atomic import write_text
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.json_file import read_json
 from logit_lineage.formats.envelope import check_envelope
 
 SHARD_FORMAT = "logit-lineage.fidelity-shard"
@@ -54,12 +55,7 @@ def _write(path, fmt: str, obj: dict, keys) -> None:
 
 def _read(path, fmt: str, keys) -> dict:
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LineageError("fidelity metrics file does not exist", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LineageError(f"truncated or corrupt JSON ({exc})", path=path) from None
+    obj = read_json(path, "fidelity metrics file")
     check_envelope(obj, path=path, format=fmt, version=FORMAT_VERSION)
     missing = [k for k in keys if k not in obj]
     if missing:

@@ -14,13 +14,13 @@ cached login, and :func:`write_receipt` refuses keys that look like one.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.json_file import read_json
 
 RECEIPT_VERSION = 1
 KINDS = ("repo", "shard", "commit")
@@ -125,10 +125,5 @@ def write_receipt(path: str | Path, receipt: dict) -> None:
 
 
 def read_receipt(path: str | Path, kind: str | None = None) -> dict:
-    try:
-        receipt = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LineageError("receipt not found", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise LineageError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=path) from None
+    receipt = read_json(path, "receipt")
     return validate_receipt(receipt, source=str(path), kind=kind)

@@ -14,12 +14,12 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.json_file import read_json
 from logit_lineage.formats.envelope import check_envelope
 
 FORMAT = "sortgrid-eval"
@@ -35,12 +35,7 @@ def write_eval(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_eval(path: str | Path) -> dict[str, Any]:
-    try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LineageError("no such evaluation file", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise LineageError(f"not JSON ({exc})", path=path) from None
+    record = read_json(path, "evaluation file")
     check_eval(record, path)
     return record
 

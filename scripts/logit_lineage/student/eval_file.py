@@ -19,13 +19,13 @@ log and benchmark file.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.json_file import read_json
 from logit_lineage.formats.envelope import check_envelope
 from logit_lineage.student import METHODS
 
@@ -43,12 +43,7 @@ def write_eval(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_eval(path: str | Path) -> dict[str, Any]:
-    try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LineageError("no such student evaluation file", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise LineageError(f"not JSON ({exc})", path=path) from None
+    record = read_json(path, "student evaluation file")
     check_eval(record, path)
     return record
 
