@@ -43,7 +43,7 @@ def test_the_tiny_grid_builds_checkpoints_evaluations_table_and_plot(built):
     final = built / SG / "checkpoints" / HEADLINE_RUN / f"Final_{HEADLINE_STEM}_iters24.pt"
     assert final.is_file()
     assert (built / SG / "eval" / HEADLINE_RUN / f"Final_{HEADLINE_STEM}_iters24.json").is_file()
-    assert (built / SG / "logs" / "train" / HEADLINE_RUN / f"{HEADLINE_STEM}.log").is_file()
+    assert (built / "results" / "logs" / "sortgrid" / "train" / HEADLINE_RUN / f"{HEADLINE_STEM}.log").is_file()
 
 
 def test_every_checkpoint_the_workflow_writes_loads_with_weights_only(built):
