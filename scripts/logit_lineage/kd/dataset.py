@@ -255,23 +255,25 @@ class CompressedLogitsDataset(torch.utils.data.IterableDataset):
     def _item(self, ex, where) -> dict:
         item = example_targets(ex)
         if self.input_ids_fn is not None:
-            item["input_ids"] = _checked_input_ids(self.input_ids_fn(item["index"]), item, where)
+            item["input_ids"] = checked_input_ids(self.input_ids_fn(item["index"]), item, where)
         return item
 
 
-def _checked_input_ids(ids, item: dict, where) -> np.ndarray:
+def checked_input_ids(ids, item: dict, where,
+                      cause: str = "tokenizer or chat template differs from the teacher's") -> np.ndarray:
+    """`ids` as int64, refused in one line unless every stored token of `item` sits at its
+    stored position in them; `cause` names the likely reason in the message."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     pos, tok = item["positions"], item["token_ids"]
     if pos.size and int(pos.max()) >= ids.size:
-        raise LineageError(f"example {item['index']}: input_ids_fn gave {ids.size} tokens, the shard stores a "
+        raise LineageError(f"example {item['index']}: {ids.size} input ids, but the shard stores a "
                            f"token at position {int(pos.max())}", path=where)
     bad = np.nonzero(ids[pos] != tok)[0]
     if bad.size:
         j = int(bad[0])
         raise LineageError(f"example {item['index']}: input ids disagree with the stored tokens at {bad.size} of "
                            f"{pos.size} positions (first: position {int(pos[j])} has {int(ids[pos[j]])}, shard "
-                           f"stores {int(tok[j])}); tokenizer or chat template differs from the teacher's",
-                           path=where)
+                           f"stores {int(tok[j])}); {cause}", path=where)
     return ids
 
 

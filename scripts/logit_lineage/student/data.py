@@ -89,20 +89,9 @@ def prepare_examples(shards: list[Path], tokenizer, conversations, *, column: st
     return train, heldout, params
 
 
-def _check_ids(ids: np.ndarray, item: dict, where) -> None:
-    pos, tok = item["positions"], item["token_ids"]
-    if pos.size and int(pos.max()) >= ids.size:
-        raise LineageError(f"example {item['index']}: {ids.size} input ids, but a token is stored at position "
-                           f"{int(pos.max())}", path=where)
-    bad = np.nonzero(ids[pos] != tok)[0]
-    if bad.size:
-        raise LineageError(f"example {item['index']}: input ids disagree with the stored tokens at {bad.size} of "
-                           f"{pos.size} positions (examples file made from other shards?)", path=where)
-
-
 def load_student_data(examples_path: Path, shards: list[Path]) -> StudentData:
     """The examples file's train and held-out examples with their sparse targets from the shards."""
-    from logit_lineage.kd.dataset import CompressedLogitsDataset
+    from logit_lineage.kd.dataset import CompressedLogitsDataset, checked_input_ids
     from logit_lineage.student.examples_file import read_examples
 
     listed, meta = read_examples(examples_path)
@@ -116,7 +105,7 @@ def load_student_data(examples_path: Path, shards: list[Path]) -> StudentData:
         if entry is None:
             continue
         split, ids = entry
-        _check_ids(ids, item, examples_path)
+        checked_input_ids(ids, item, examples_path, cause="examples file made from other shards?")
         item["input_ids"] = ids
         found[split].append(item)
     n_found = len(found["train"]) + len(found["heldout"])
