@@ -4,7 +4,9 @@
 For every kept assistant token t the row stores the teacher's distribution for
 that token (computed at position t−1): the nucleus reaching --top-p (capped at
 --top-p-max-elements), --sampled-n Gumbel-top-k tail samples with their
-threshold, float64 logsumexp, uint16-quantized logits and packed ids
+threshold, the logsumexp and packed ids; values as uint16 logits quantized per
+token (--format-version 2, the default) or as 8-bit log-probability codes with
+unbiased randomized rounding (--format-version 3, about half the bytes)
 (docs/FORMAT.md). Batches follow a token budget over the sorted rows; the lm
 head runs only on kept positions. SIGTERM or --max-runtime-minutes stops after
 the current batch and keeps progress in <output>.partial/; rerunning the same
@@ -26,6 +28,10 @@ from logit_lineage.formats.fingerprints import shard_fingerprints
 from logit_lineage.formats.indices import high_bits_for_vocab
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
+QUANTIZATION = {
+    "2": "uint16 per-row min/max",
+    "3": "uint8 log-probability codes (nucleus step 1/16, tail step 1/8 nat), unbiased randomized rounding",
+}
 
 
 @click.command(help=__doc__)
@@ -37,6 +43,8 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 @click.option("--top-p-max-elements", type=click.IntRange(1, 255), default=100, show_default=True)
 @click.option("--sampled-n", type=click.IntRange(0, 255), default=24, show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--format-version", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="Compressed-logits format to write (docs/FORMAT.md).")
 @click.option("--token-budget", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--head-chunk-rows", type=click.IntRange(min=1), default=None,
@@ -54,7 +62,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 @click.option("--dataset-label", default=None, help="Dataset name recorded in metadata (default --dataset).")
 @main_guard
 def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, limit, shard_path,
-         output, top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size, head_chunk_rows,
+         output, top_p, top_p_max_elements, sampled_n, seed, format_version, token_budget, max_batch_size, head_chunk_rows,
          exclude_think, exclude_eot, eot_tokens, dtype, device, gpus, threads, verify_rows, max_runtime_minutes,
          teacher_label, dataset_label):
     # One writer per shard: a second one (a requeued job while the first still runs)
@@ -87,7 +95,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         "vocab_size": vocab, "index_high_bits": high_bits_for_vocab(vocab),
         "top_p": top_p, "top_p_max_elements": top_p_max_elements, "sampled_n": sampled_n, "seed": seed,
         "exclude_think": exclude_think, "exclude_eot": exclude_eot,
-        "quantization": "uint16 per-row min/max", "alignment": "row for token t is computed at position t-1",
+        "quantization": QUANTIZATION[format_version], "alignment": "row for token t is computed at position t-1",
         "sampler": "gumbel-top-k as exponential race (float64) with threshold; draws seeded per (seed, index, 64-token block, round)",
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         # Checked by logit_lineage.kd before a student trains on the shard (docs/KD.md).
@@ -99,7 +107,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     on_gpu = next(model.parameters()).device.type == "cuda"
     chunk_rows = head_chunk_rows or max(1, (1 << (26 if on_gpu else 22)) // vocab)
     settings = ExtractionSettings(top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size,
-                                  chunk_rows)
+                                  chunk_rows, format_version=int(format_version))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
         stats = extract_shard(model, rows, settings, params, output, pad_id, stop, lock)

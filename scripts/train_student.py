@@ -39,6 +39,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Examples parquet from prepare_student_data.py.")
 @click.option("--logits", "shards", multiple=True, required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Compressed logits shard (repeatable).")
+@click.option("--format-label", default="main", show_default=True,
+              help="Name of the shards' format variant in the table (student.formats; main = chain A's shards).")
 @click.option("--teacher", required=True, help="Hub id, local directory or .gguf of the teacher.")
 @click.option("--revision", default=None, help="Teacher revision.")
 @click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS["steps"], show_default=True)
@@ -63,7 +65,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--timings", type=click.Path(dir_okay=False, path_type=Path),
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
-def main(method, seed, examples, shards, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
+def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
          weight_decay, grad_clip, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
          log_every, checkpoint, output, timings):
     import time
@@ -73,6 +75,7 @@ def main(method, seed, examples, shards, teacher, revision, steps, batch_size, l
     from logit_lineage.common.atomic import write_json
     from logit_lineage.common.errors import LineageError
     from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
+    from logit_lineage.formats.logits import storage
     from logit_lineage.student.data import batch_order, load_student_data, order_sha256
     from logit_lineage.student.eval_file import write_eval
     from logit_lineage.student.evaluate import evaluate_heldout
@@ -86,6 +89,7 @@ def main(method, seed, examples, shards, teacher, revision, steps, batch_size, l
     if threads:
         torch.set_num_threads(threads)
     data = load_student_data(examples, list(shards))
+    stored = storage(shards)
     model_teacher = load_teacher(teacher, revision=revision, dtype=teacher_dtype, device=device)
     dev = next(model_teacher.parameters()).device
     probe = torch.from_numpy(data.heldout[0]["input_ids"][:64]).to(dev)
@@ -116,6 +120,7 @@ def main(method, seed, examples, shards, teacher, revision, steps, batch_size, l
         "method": method,
         "seed": seed,
         "checkpoint": str(checkpoint),
+        "shards": {"label": format_label, **stored},
         "student": {
             "num_layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
             "num_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
@@ -131,13 +136,17 @@ def main(method, seed, examples, shards, teacher, revision, steps, batch_size, l
         },
         "heldout": held,
     })
-    line = (f"{method} seed {seed}: {result.steps} steps, {result.tokens} tokens in {result.seconds:.1f} s; "
+    shards_used = (f" on {format_label} (format {stored['format_version']}, {stored['bytes_per_token']:.1f} B/token)"
+                   if method in ("compressed", "topk") else "")
+    line = (f"{method}{shards_used} seed {seed}: {result.steps} steps, "
+            f"{result.tokens} tokens in {result.seconds:.1f} s; "
             f"held-out KL to teacher {held['kl_to_teacher']:.4f}, CE {held['ce']:.4f}, "
             f"top-1 agreement {held['top1_agree']:.3f} ({held['tokens']} tokens)")
     log.info(line)
     click.echo(line)
     if timings:
-        write_json(timings, {"method": method, "seed": seed, "device": str(dev), "threads": torch.get_num_threads(),
+        write_json(timings, {"method": method, "format": format_label, "seed": seed, "device": str(dev),
+                             "threads": torch.get_num_threads(),
                              "load_seconds": round(loaded - started, 3), "train_seconds": round(result.seconds, 3),
                              "eval_seconds": round(eval_seconds, 3), "steps": result.steps})
 

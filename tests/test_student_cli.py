@@ -71,7 +71,8 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
         out = tmp_path / method
         proc = _train(shards, method, out)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"{method} seed 3: 8 steps" in proc.stdout
+        shards_used = " on main (format 2, " if method in ("compressed", "topk") else " seed 3"
+        assert proc.stdout.startswith(f"{method}{shards_used}") and "seed 3: 8 steps" in proc.stdout
         evals.append(out / "eval.json")
         assert (out / "model.safetensors").stat().st_size > 10_000
     records = [read_eval(p) for p in evals]

@@ -273,12 +273,16 @@ def test_summary_gap_closed_and_pairing():
 def test_timings_table():
     from logit_lineage.student.table import timing_rows
 
-    rows = [{"method": "sft", "seed": 1}, {"method": "dense", "seed": 1}]
+    rows = [{"method": "sft", "format": "main", "seed": 1}, {"method": "dense", "format": "main", "seed": 1},
+            {"method": "compressed", "format": "v3", "seed": 1}]
     rec = {"train_seconds": 4.0, "eval_seconds": 1.0, "load_seconds": 2.0, "steps": 8, "device": "cpu"}
-    timed = timing_rows(rows, [("a", dict(rec, method="dense", seed=1)), ("b", dict(rec, method="sft", seed=1))])
-    assert [(t["method"], t["steps_per_second"]) for t in timed] == [("sft", 2.0), ("dense", 2.0)]
-    with pytest.raises(LineageError, match="no timings file for method dense seed 1"):
-        timing_rows(rows, [("b", dict(rec, method="sft", seed=1))])
+    # a timings file without "format" (written before format variants) is main's
+    timed = timing_rows(rows, [("a", dict(rec, method="dense", seed=1)), ("b", dict(rec, method="sft", seed=1)),
+                               ("c", dict(rec, method="compressed", format="v3", seed=1, train_seconds=2.0))])
+    assert [(t["method"], t["format"], t["steps_per_second"]) for t in timed] == [
+        ("sft", "main", 2.0), ("dense", "main", 2.0), ("compressed", "v3", 4.0)]
+    with pytest.raises(LineageError, match="no timings file for method dense format main seed 1"):
+        timing_rows(rows[:2], [("b", dict(rec, method="sft", seed=1))])
 
 
 def test_eval_record_refusals():

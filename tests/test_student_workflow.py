@@ -9,6 +9,7 @@ import re
 import pytest
 
 from conftest import run_snakemake
+from logit_lineage.formats.logits import LogitsShard
 from logit_lineage.student import METHODS
 from logit_lineage.student.eval_file import read_eval
 
@@ -40,13 +41,28 @@ def test_student_chain_builds_table_summary_and_plot(tmp_path, fast_configs):
     proc = run_snakemake(tmp_path, *TARGETS, "--cores", "2", configfiles=fast_configs)
     counts = job_counts(proc)
     assert counts["train_student"] == 8 and counts["prepare_student_data"] == 1  # 4 methods x 2 seeds (tiny)
+    # the default student.formats: one version-3 variant, extracted again, learnt by compressed
+    assert counts["extract_student_format"] == 1 and counts["train_student_format"] == 2
     with open(tmp_path / TABLE, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in METHODS for s in ("1", "2")]
+    expected = [(m, "main", s) for m in METHODS for s in ("1", "2")]
+    at = expected.index(("compressed", "main", "2")) + 1
+    expected[at:at] = [("compressed", "v3-c16-k8", s) for s in ("1", "2")]
+    assert [(r["method"], r["format"], r["seed"]) for r in rows] == expected
+    variant = LogitsShard(tmp_path / "results/student/formats/v3-c16-k8/logits/shard-00000.parquet")
+    assert variant.version == 3 and variant.params["top_p_max_elements"] == 16 and variant.params["sampled_n"] == 8
+    size = {(r["method"], r["format"]): r["bytes_per_token"] for r in rows}
+    assert size[("dense", "main")] == size[("sft", "main")] == ""  # they do not learn from the shards' values
+    assert 0 < float(size[("compressed", "v3-c16-k8")]) < 0.6 * float(size[("compressed", "main")])
+    assert size[("topk", "main")] == size[("compressed", "main")]
     assert all(int(r["steps"]) == 12 and float(r["kl_to_teacher"]) > 0 for r in rows)
     assert len({r["heldout_tokens"] for r in rows}) == 1
     summary = json.loads((tmp_path / "results/student/student_summary.json").read_text())
     assert summary["methods"]["dense"]["n_seeds"] == 2 and summary["goal"]["gap_closed_min"] == 0.9
+    formats = summary["formats"]
+    assert list(formats) == ["main", "v3-c16-k8"] and formats["main"]["format_version"] == 2
+    assert formats["v3-c16-k8"]["n_seeds"] == 2 and len(formats["v3-c16-k8"]["kl_delta_vs_main"]["values"]) == 2
+    assert isinstance(formats["v3-c16-k8"]["within_main_spread"], bool)
     assert (tmp_path / "results/student/student_kl.png").read_bytes()[:4] == b"\x89PNG"
     with open(tmp_path / TARGETS[3], newline="") as fh:
         assert all(float(r["train_seconds"]) > 0 for r in csv.DictReader(fh))

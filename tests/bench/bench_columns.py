@@ -8,7 +8,8 @@ metadata, page headers) is listed as `(file overhead)`. Workloads:
 - a real teacher's shard when BENCH_REAL_SHARD names one (e.g. the SmolLM2 example's
   results/distill/logits/shard-00000.parquet), else the demo teacher's default-run shard
   when BENCH_DEMO_SHARD names one.
-This is the starting point of a leaner format: it shows which columns to encode tighter.
+Each workload is also re-encoded as format version 3 (`formats.logits.transcode`: the same
+records, 8-bit codes), so the two layouts are compared column by column on the same tokens.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import pyarrow.parquet as pq
 from bench_kd_loader import write_shard
 from benchlib import Result
 from context import BenchContext
+
+from logit_lineage.formats.logits import transcode
 
 BENCH = "9 bytes per column"
 
@@ -53,8 +56,14 @@ def breakdown(case: str, path) -> list[Result]:
 def run(ctx: BenchContext) -> list[Result]:
     path = ctx.tmp / "columns-zipf.parquet"
     write_shard(path)
-    out = breakdown("Zipf rows, V=151,936", path)
+    cases = [("Zipf rows, V=151,936", path)]
     for env, case in (("BENCH_REAL_SHARD", "real teacher shard"), ("BENCH_DEMO_SHARD", "demo teacher shard")):
         if os.environ.get(env):
-            out += breakdown(f"{case} ({Path(os.environ[env]).name})", os.environ[env])
+            cases.append((f"{case} ({Path(os.environ[env]).name})", Path(os.environ[env])))
+    out = []
+    for k, (case, src) in enumerate(cases):
+        out += breakdown(f"{case}, format 2", src)
+        v3 = ctx.tmp / f"columns-{k}-v3.parquet"
+        transcode(src, v3, 3)
+        out += breakdown(f"{case}, format 3 (same records)", v3)
     return out

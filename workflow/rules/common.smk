@@ -4,6 +4,7 @@ import ast
 import functools
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path

@@ -4,6 +4,8 @@
 #   {RESULTS}/student/examples.parquet                        train / held-out examples with token ids
 #   {RESULTS}/student/<method>/seed-<S>/model.safetensors     one student (config in its metadata)
 #   {RESULTS}/student/<method>/seed-<S>/eval.json             its training record and held-out metrics
+#   {RESULTS}/student/formats/<F>/logits/shard-<N>.parquet     the shards again in format variant F
+#   {RESULTS}/student/formats/<F>/compressed/seed-<S>/…        a compressed student on variant F
 #   {RESULTS}/student/student_table.csv, student_summary.json, student_kl.png   (in --report)
 #   {RESULTS}/benchmarks/student/train_student/<method>/seed-<S>.timings.json  one run's wall times
 #   {RESULTS}/benchmarks/student/student_timings.csv                          all runs' (in --report)
@@ -17,11 +19,35 @@ STUDENT_LOGITS = expand(rules.extract_logits.output.parquet, shard=SHARDS)
 # inputs alone (a rerun, or the same run on SLURM, writes the same bytes).
 STUDENT_TIMINGS = benchmarks(f"student/train_student/{STUDENT_RUN}.timings.json")
 STUDENT_RUNS = dict(method=STUDENT["methods"], seed=STUDENT["seeds"])
+# Format variants (student.formats): each extracted again and learnt by method compressed.
+FORMATS = STUDENT["formats"] if "compressed" in STUDENT["methods"] else {}
+FORMAT_DIR = f"{STUDENT_DIR}/formats/{{fmt}}"
+FORMAT_RUN = f"formats/{{fmt}}/{STUDENT_RUN}"
+FORMAT_RUNS = dict(fmt=list(FORMATS), method=["compressed"], seed=STUDENT["seeds"])
+FORMAT_TIMINGS = benchmarks(f"student/train_student/{FORMAT_RUN}.timings.json")
+FORMAT_LOGITS = {
+    f: expand(f"{FORMAT_DIR}/logits/shard-{{shard}}.parquet", fmt=f, shard=SHARDS)
+    for f in FORMATS
+}
 # Plain strings, not params functions: evaluated once, not once per job.
 STUDENT_TIMING_ARGS = " ".join(
-    f"--timing {q(p)}" for p in expand(STUDENT_TIMINGS, **STUDENT_RUNS)
+    f"--timing {q(p)}"
+    for p in expand(STUDENT_TIMINGS, **STUDENT_RUNS)
+    + expand(FORMAT_TIMINGS, **FORMAT_RUNS)
 )
 STUDENT_LOGITS_ARGS = " ".join(f"--logits {q(p)}" for p in STUDENT_LOGITS)
+FORMAT_LOGITS_ARGS = {
+    f: " ".join(f"--logits {q(p)}" for p in paths) for f, paths in FORMAT_LOGITS.items()
+}
+FORMAT_COMPRESS_ARGS = {
+    f: (
+        f"--top-p {v['top_p']} --top-p-max-elements {v['top_p_max_elements']} "
+        f"--sampled-n {v['sampled_n']} --seed {config['seed']} "
+        f"--format-version {v['format_version']}"
+    )
+    for f, v in FORMATS.items()
+}
+FORMAT_NAMES = "|".join(re.escape(f) for f in FORMATS) or "^$"
 STUDENT_TEACHER_ARGS = " ".join(
     filter(
         None,
@@ -99,6 +125,7 @@ rule train_student:
         mem_mb=STUDENT["train_mem_mb"],
         runtime=STUDENT["train_runtime"],
     params:
+        label="",
         teacher=STUDENT_TEACHER_ARGS,
         logits=STUDENT_LOGITS_ARGS,
         training=(
@@ -113,18 +140,65 @@ rule train_student:
         device=STUDENT["device"],
     shell:
         "python {input.script:q} --method {wildcards.method:q} --seed {wildcards.seed:q} "
-        "--examples {input.examples:q} {params.logits} {params.teacher} {params.training} {params.model} "
+        "--examples {input.examples:q} {params.logits} {params.label} {params.teacher} {params.training} {params.model} "
         "--device {params.device:q} --threads {threads} "
         "--checkpoint {output.checkpoint:q} --output {output.eval:q} --timings {output.timings:q} "
         "2> {log:q}"
+
+
+use rule extract_logits as extract_student_format with:
+    output:
+        parquet=f"{FORMAT_DIR}/logits/shard-{{shard}}.parquet",
+    log:
+        logs(f"student/extract_student_format/{{fmt}}/shard-{{shard}}.log"),
+    benchmark:
+        benchmarks(f"student/extract_student_format/{{fmt}}/shard-{{shard}}.tsv")
+    wildcard_constraints:
+        fmt=FORMAT_NAMES,
+        shard=r"\d+",
+    params:
+        source=SOURCE_ARGS,
+        compress=lambda wildcards: FORMAT_COMPRESS_ARGS[wildcards.fmt],
+        batching=rules.extract_logits.params.batching,
+        runtime=rules.extract_logits.params.runtime,
+        labels=rules.extract_logits.params.labels,
+
+
+use rule train_student as train_student_format with:
+    input:
+        **code("train_student.py"),
+        examples=str(rules.prepare_student_data.output[0]),
+        logits=lambda wildcards: FORMAT_LOGITS[wildcards.fmt],
+        teacher=TEACHER_INPUT,
+    output:
+        checkpoint=f"{STUDENT_DIR}/{FORMAT_RUN}/model.safetensors",
+        eval=f"{STUDENT_DIR}/{FORMAT_RUN}/eval.json",
+        timings=FORMAT_TIMINGS,
+    log:
+        logs(f"student/train_student/{FORMAT_RUN}.log"),
+    benchmark:
+        benchmarks(f"student/train_student/{FORMAT_RUN}.tsv")
+    wildcard_constraints:
+        fmt=FORMAT_NAMES,
+        method="compressed",
+        seed=r"\d+",
+    params:
+        label=lambda wildcards: f"--format-label {q(wildcards.fmt)}",
+        teacher=rules.train_student.params.teacher,
+        logits=lambda wildcards: FORMAT_LOGITS_ARGS[wildcards.fmt],
+        training=rules.train_student.params.training,
+        model=rules.train_student.params.model,
+        device=rules.train_student.params.device,
 
 
 rule tabulate_students:
     """Every method and seed: the table, the summary (mean ± std, gap closed) and the plot."""
     input:
         **code("tabulate_students.py"),
-        evaluations=expand(rules.train_student.output.eval, **STUDENT_RUNS),
-        timings=expand(rules.train_student.output.timings, **STUDENT_RUNS),
+        evaluations=expand(rules.train_student.output.eval, **STUDENT_RUNS)
+        + expand(f"{STUDENT_DIR}/{FORMAT_RUN}/eval.json", **FORMAT_RUNS),
+        timings=expand(rules.train_student.output.timings, **STUDENT_RUNS)
+        + expand(FORMAT_TIMINGS, **FORMAT_RUNS),
     output:
         table=report(
             f"{STUDENT_DIR}/student_table.csv",

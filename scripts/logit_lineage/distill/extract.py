@@ -47,6 +47,7 @@ class ExtractionSettings:
     token_budget: int
     max_batch_size: int
     head_chunk_rows: int
+    format_version: int = 2
 
 
 class StopRequested(Exception):
@@ -176,6 +177,10 @@ def _records(rows: list[Row], out: dict[str, np.ndarray] | None) -> list[Example
             threshold=out["threshold"][a:b],
         ))
     return records
+
+
+def _table(records: list[ExampleRecord], vocab: int, settings: ExtractionSettings):
+    return build_table(records, vocab, version=settings.format_version, seed=settings.seed)
 
 
 def _fingerprint(meta_params: dict, rows: list[Row], batches) -> str:
@@ -336,7 +341,7 @@ def _extract_locked(model, rows: list[Row], settings: ExtractionSettings, meta_p
             )
         batch_rows = [rows[i] for i in batch]
         records = compress_batch(model, batch_rows, settings, pad_id, workspace, generator)
-        write_logits_parquet(partial / f"batch-{b:05d}.parquet", build_table(records, vocab), meta_params)
+        write_logits_parquet(partial / f"batch-{b:05d}.parquet", _table(records, vocab, settings), meta_params)
         done.add(b)
         ran += 1
         bar.update(int(sum(len(r.kept) for r in batch_rows)))
@@ -346,7 +351,7 @@ def _extract_locked(model, rows: list[Row], settings: ExtractionSettings, meta_p
     if tables:
         table = pa.concat_tables(tables).combine_chunks()
     else:
-        table = build_table([], vocab)
+        table = _table([], vocab, settings)
     write_logits_parquet(output, table, meta_params)
     lock.remove_partial()
     return {"batches": len(batches), "examples": len(rows), "tokens": n_tokens}

@@ -22,11 +22,13 @@ import pyarrow.parquet as pq
 
 from logit_lineage.common.atomic import atomic_path
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats import codes as v3codes
 from logit_lineage.formats.envelope import check_envelope
 from logit_lineage.formats.indices import high_bits_for_vocab, pack_indices, unpack_indices
 from logit_lineage.formats.quantize import dequantize_rows, quantize_rows
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # what extraction writes unless told otherwise
+SUPPORTED_VERSIONS = (2, 3)
 META_VERSION = b"logit_lineage.format_version"
 META_PARAMS = b"logit_lineage.params"
 REQUIRED_PARAMS = ("vocab_size", "index_high_bits", "top_p", "top_p_max_elements", "sampled_n", "seed")
@@ -53,6 +55,27 @@ SCHEMA = pa.schema(
         ("token_ids", pa.list_(pa.uint32())),
     ]
 )
+
+SCHEMA_V3 = pa.schema(
+    [
+        ("index", pa.int32()),
+        ("num_tokens", pa.int32()),
+        ("positions", pa.list_(pa.int32())),
+        ("token_ids", pa.list_(pa.uint32())),
+        ("logsumexp", pa.list_(pa.float32())),
+        # κ, a log-probability as in version 2; −inf where the whole tail is stored (weights = probabilities)
+        ("sampled_threshold", pa.list_(pa.float32())),
+        ("top_counts", pa.list_(pa.uint8())),
+        ("top_indices_low", pa.list_(pa.uint16())),
+        ("top_indices_high", pa.binary()),
+        ("top_codes", pa.list_(pa.uint8())),  # delta-coded within a token, rank order
+        ("sampled_counts", pa.list_(pa.uint8())),
+        ("sampled_indices_low", pa.list_(pa.uint16())),
+        ("sampled_indices_high", pa.binary()),
+        ("sampled_codes", pa.list_(pa.uint8())),  # delta-coded within a token, by code then id
+    ]
+)
+SCHEMAS = {2: SCHEMA, 3: SCHEMA_V3}
 
 
 @dataclass
@@ -84,16 +107,36 @@ def _list(values: list[np.ndarray], dtype: pa.DataType, np_dtype) -> pa.ListArra
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype))
 
 
-def build_table(records: list[ExampleRecord], vocab_size: int) -> pa.Table:
-    """Encode records (quantize, pack ids) into a table of SCHEMA."""
+def _check_ids(rec: ExampleRecord, vocab_size: int) -> None:
+    for ids in (rec.top_ids, rec.sampled_ids, rec.token_ids):
+        if len(ids) and int(np.max(ids)) >= vocab_size:
+            raise LineageError(f"example {rec.index}: token id {int(np.max(ids))} ≥ vocab_size {vocab_size}")
+
+
+def _columns(cols: dict[str, list], schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for field in schema:
+        values = cols[field.name]
+        if pa.types.is_list(field.type):
+            np_dtype = field.type.value_type.to_pandas_dtype()
+            arrays.append(_list(values, field.type.value_type, np_dtype))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def build_table(records: list[ExampleRecord], vocab_size: int, *, version: int = FORMAT_VERSION,
+                seed: int = 0) -> pa.Table:
+    """Encode records into a table of format `version` (2: quantize, pack ids; 3: also
+    the randomized rounding seeded by (`seed`, example index))."""
+    if version == 3:
+        return _build_table_v3(records, vocab_size, seed)
+    if version != 2:
+        raise LineageError(f"format version {version} cannot be written; this writer knows {SUPPORTED_VERSIONS}")
     high_bits = high_bits_for_vocab(vocab_size)
     cols: dict[str, list] = {name: [] for name in SCHEMA.names}
     for rec in records:
-        for ids in (rec.top_ids, rec.sampled_ids, rec.token_ids):
-            if len(ids) and int(np.max(ids)) >= vocab_size:
-                raise LineageError(
-                    f"example {rec.index}: token id {int(np.max(ids))} ≥ vocab_size {vocab_size}"
-                )
+        _check_ids(rec, vocab_size)
         t_low, t_high = pack_indices(rec.top_ids, high_bits)
         s_low, s_high = pack_indices(rec.sampled_ids, high_bits)
         t_q, t_min, t_max = quantize_rows(rec.top_logits, rec.top_counts)
@@ -116,23 +159,69 @@ def build_table(records: list[ExampleRecord], vocab_size: int) -> pa.Table:
         cols["sampled_threshold"].append(rec.threshold)
         cols["positions"].append(rec.positions)
         cols["token_ids"].append(rec.token_ids)
-    arrays = []
-    for field in SCHEMA:
-        values = cols[field.name]
-        if pa.types.is_list(field.type):
-            np_dtype = field.type.value_type.to_pandas_dtype()
-            arrays.append(_list(values, field.type.value_type, np_dtype))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return _columns(cols, SCHEMA)
 
 
-def _metadata(params: dict) -> dict[bytes, bytes]:
+def encode_v3(rec: ExampleRecord, seed: int) -> dict[str, np.ndarray]:
+    """One record's version-3 values: float32 logsumexp and threshold, nucleus codes
+    (rank order), tail codes and ids reordered by (code, id); codes not yet delta-coded."""
+    lse = np.asarray(rec.logsumexp, dtype=np.float64)
+    top_counts = np.asarray(rec.top_counts, dtype=np.int64)
+    s_counts = np.asarray(rec.sampled_counts, dtype=np.int64)
+    kappa = np.asarray(rec.threshold, dtype=np.float64)  # a log-probability already; −inf stays
+    kappa32 = kappa.astype(np.float32)
+    rng = v3codes.rounding_rng(seed, rec.index)
+    top_lp = np.asarray(rec.top_logits, dtype=np.float64) - np.repeat(lse, top_counts)
+    top_codes = v3codes.encode_nucleus(np.minimum(top_lp, 0.0), rng)
+    s_lp = np.asarray(rec.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
+    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa, kappa32.astype(np.float64), rng)
+    s_ids = np.asarray(rec.sampled_ids, dtype=np.int64)
+    token_of = np.repeat(np.arange(s_counts.size), s_counts)
+    order = np.lexsort((s_ids, s_codes, token_of))  # token, then code, then id
+    return {"logsumexp": lse.astype(np.float32), "threshold": kappa32, "top_codes": top_codes,
+            "sampled_codes": s_codes[order], "sampled_ids": s_ids[order]}
+
+
+def _build_table_v3(records: list[ExampleRecord], vocab_size: int, seed: int) -> pa.Table:
+    high_bits = high_bits_for_vocab(vocab_size)
+    cols: dict[str, list] = {name: [] for name in SCHEMA_V3.names}
+    for rec in records:
+        _check_ids(rec, vocab_size)
+        enc = encode_v3(rec, seed)
+        t_low, t_high = pack_indices(rec.top_ids, high_bits)
+        s_low, s_high = pack_indices(enc["sampled_ids"], high_bits)
+        cols["index"].append(rec.index)
+        cols["num_tokens"].append(rec.num_tokens)
+        cols["positions"].append(rec.positions)
+        cols["token_ids"].append(rec.token_ids)
+        cols["logsumexp"].append(enc["logsumexp"])
+        cols["sampled_threshold"].append(enc["threshold"])
+        cols["top_counts"].append(rec.top_counts)
+        cols["top_indices_low"].append(t_low)
+        cols["top_indices_high"].append(t_high)
+        cols["top_codes"].append(v3codes.delta_encode(enc["top_codes"], rec.top_counts))
+        cols["sampled_counts"].append(rec.sampled_counts)
+        cols["sampled_indices_low"].append(s_low)
+        cols["sampled_indices_high"].append(s_high)
+        cols["sampled_codes"].append(v3codes.delta_encode(enc["sampled_codes"], rec.sampled_counts))
+    return _columns(cols, SCHEMA_V3)
+
+
+def table_version(table: pa.Table) -> int:
+    """The format version whose schema the table has (2 or 3)."""
+    schema = table.schema.remove_metadata()
+    for version, expected in SCHEMAS.items():
+        if schema.equals(expected):
+            return version
+    raise LineageError(f"table columns {table.column_names} are not those of format version 2 or 3")
+
+
+def _metadata(params: dict, version: int) -> dict[bytes, bytes]:
     missing = [k for k in REQUIRED_PARAMS if k not in params]
     if missing:
         raise LineageError(f"extraction params lack {missing}")
     return {
-        META_VERSION: str(FORMAT_VERSION).encode(),
+        META_VERSION: str(version).encode(),
         META_PARAMS: json.dumps(params, sort_keys=True).encode(),
     }
 
@@ -140,22 +229,28 @@ def _metadata(params: dict) -> dict[bytes, bytes]:
 # Parquet stores uint16 as 32-bit integers. Split into byte streams (and without
 # dictionary encoding) zstd drops the zero high bytes: ~2 bytes per value at any file
 # size, where dictionary encoding costs ~3.5 in a small file (docs/BENCHMARKS.md).
-SPLIT_COLUMNS = [f"{f.name}.list.element" for f in SCHEMA if pa.types.is_list(f.type)]
+# Version 3's uint8 codes are stored as 32-bit integers too: split, zstd keeps ~1 byte.
+SPLIT_COLUMNS = {v: [f"{f.name}.list.element" for f in schema if pa.types.is_list(f.type)]
+                 for v, schema in SCHEMAS.items()}
 
 
 def write_logits_parquet(path: str | Path, table: pa.Table, params: dict) -> None:
-    """Write atomically, with the format version and parameters in the metadata."""
-    table = table.replace_schema_metadata(_metadata(params))
+    """Write atomically, with the format version (from the table's columns) and the
+    parameters in the metadata."""
+    version = table_version(table)
+    table = table.replace_schema_metadata(_metadata(params, version))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", compression_level=3, use_dictionary=False,
-                       use_byte_stream_split=SPLIT_COLUMNS)
+                       use_byte_stream_split=SPLIT_COLUMNS[version])
 
 
 def _check_metadata(path: str | Path, meta: dict | None) -> tuple[int, dict]:
     meta = meta or {}
     # The file names itself by its version key alone; keys and values are bytes.
     header = {META_VERSION.decode(): meta[META_VERSION].decode(errors="replace")} if META_VERSION in meta else {}
-    version = int(check_envelope(header, path=path, version=str(FORMAT_VERSION), version_key=META_VERSION.decode(),
+    found = header.get(META_VERSION.decode())
+    known = found if found in {str(v) for v in SUPPORTED_VERSIONS} else " or ".join(map(str, SUPPORTED_VERSIONS))
+    version = int(check_envelope(header, path=path, version=known, version_key=META_VERSION.decode(),
                                  where="parquet metadata", what="logit-lineage logits file"))
     try:
         params = json.loads(meta.get(META_PARAMS, b""))
@@ -183,15 +278,17 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def read_logits_table(path: str | Path) -> tuple[pa.Table, dict]:
-    """Read and check a logits parquet: exact schema and format version."""
+    """Read and check a logits parquet: exact schema of its format version (the table's
+    columns tell which: `table_version`)."""
     meta = read_metadata(path)
     table = pq.read_table(path)
-    actual = table.schema.remove_metadata()
-    if not actual.equals(SCHEMA):
-        expected = {f.name: str(f.type) for f in SCHEMA}
+    version = meta["format_version"]
+    actual, schema = table.schema.remove_metadata(), SCHEMAS[version]
+    if not actual.equals(schema):
+        expected = {f.name: str(f.type) for f in schema}
         got = {f.name: str(f.type) for f in actual}
         diff = sorted(set(expected.items()) ^ set(got.items()))
-        raise LineageError(f"schema differs from format {FORMAT_VERSION}: {diff[:4]}", path=path)
+        raise LineageError(f"schema differs from format {version}: {diff[:4]}", path=path)
     return table, meta["params"]
 
 
@@ -209,7 +306,9 @@ class _Ragged:
 
 @dataclass
 class DecodedExample:
-    """One example, decoded: ids unpacked, logits dequantized (float64)."""
+    """One example, decoded: ids unpacked, logits dequantized (float64). Version 3 gives
+    logits as logsumexp + decoded log-probability, so `top_logits − logsumexp` is the code's
+    log-probability exactly."""
 
     index: int
     positions: np.ndarray
@@ -268,7 +367,8 @@ class LogitsShard:
     @classmethod
     def from_table(cls, table: pa.Table, params: dict, source: str | Path = "<table>") -> "LogitsShard":
         """Rows already in memory (e.g. a batch streamed by `datasets`), with the params of
-        the shards they came from; the caller has checked the columns."""
+        the shards they came from; the caller has checked the columns (a `top_codes`
+        column makes it version 3)."""
         shard = cls.__new__(cls)
         shard._setup(table, params, Path(source))
         return shard
@@ -276,11 +376,13 @@ class LogitsShard:
     def _setup(self, table: pa.Table, params: dict, path: Path) -> None:
         self.path = path
         self.table, self.params = table, params
+        self.version = 3 if "top_codes" in table.column_names else 2
+        schema = SCHEMAS[self.version]
         self.high_bits = int(self.params["index_high_bits"])
         self._cols = {
             name: _Ragged(self.table.column(name))
-            for name in SCHEMA.names
-            if pa.types.is_list(SCHEMA.field(name).type)
+            for name in schema.names
+            if pa.types.is_list(schema.field(name).type)
         }
         self._bin = {
             name: self.table.column(name).combine_chunks()
@@ -302,12 +404,25 @@ class LogitsShard:
             sampled_ids = unpack_indices(
                 c["sampled_indices_low"].row(i), self._bin["sampled_indices_high"][i].as_py(), self.high_bits
             )
-            top_logits = dequantize_rows(
-                c["top_logits_quantized"].row(i), top_counts, c["top_min"].row(i), c["top_max"].row(i)
-            )
-            sampled_logits = dequantize_rows(
-                c["sampled_logits_quantized"].row(i), sampled_counts, c["sampled_min"].row(i), c["sampled_max"].row(i)
-            )
+            if self.version == 3:
+                logsumexp = c["logsumexp"].row(i).astype(np.float64)
+                threshold = c["sampled_threshold"].row(i).astype(np.float64)
+                top_logits = np.repeat(logsumexp, top_counts) + v3codes.decode(
+                    v3codes.delta_decode(c["top_codes"].row(i), top_counts), v3codes.NUCLEUS_STEP)
+                sampled_logits = np.repeat(logsumexp, sampled_counts) + v3codes.decode(
+                    v3codes.delta_decode(c["sampled_codes"].row(i), sampled_counts), v3codes.TAIL_STEP)
+            else:
+                logsumexp = c["logsumexp"].row(i)
+                threshold = c["sampled_threshold"].row(i)
+                top_logits = dequantize_rows(
+                    c["top_logits_quantized"].row(i), top_counts, c["top_min"].row(i), c["top_max"].row(i)
+                )
+                sampled_logits = dequantize_rows(
+                    c["sampled_logits_quantized"].row(i), sampled_counts, c["sampled_min"].row(i),
+                    c["sampled_max"].row(i)
+                )
+            if len(top_ids) != int(top_counts.sum()) or len(sampled_ids) != int(sampled_counts.sum()):
+                raise LineageError("ids and counts disagree in length")
         except (LineageError, ValueError, IndexError) as exc:
             raise LineageError(f"row {i} (example {self.indices[i]}): {exc}", path=self.path) from None
         n = len(c["positions"].row(i))
@@ -317,8 +432,8 @@ class LogitsShard:
             index=int(self.indices[i]),
             positions=c["positions"].row(i).astype(np.int64),
             token_ids=c["token_ids"].row(i).astype(np.int64),
-            logsumexp=c["logsumexp"].row(i),
-            threshold=c["sampled_threshold"].row(i),
+            logsumexp=logsumexp,
+            threshold=threshold,
             top_counts=top_counts,
             top_ids=top_ids,
             top_logits=top_logits,
@@ -330,3 +445,45 @@ class LogitsShard:
     def __iter__(self):
         for i in range(len(self)):
             yield self.example(i)
+
+
+def storage(paths) -> dict:
+    """What shards cost on disk: {"bytes", "tokens", "bytes_per_token", "format_version",
+    "top_p", "top_p_max_elements", "sampled_n"} (one version and one set of compression
+    params across the shards, else an error naming the odd one)."""
+    total, tokens, first = 0, 0, None
+    for path in paths:
+        meta = read_metadata(path)
+        p = meta["params"]
+        this = {"format_version": meta["format_version"], "top_p": p["top_p"],
+                "top_p_max_elements": p["top_p_max_elements"], "sampled_n": p["sampled_n"]}
+        if first is None:
+            first = (this, path)
+        elif this != first[0]:
+            raise LineageError(f"compression {this} differs from {first[1]}'s {first[0]}", path=path)
+        total += Path(path).stat().st_size
+        tokens += int(pq.read_table(path, columns=["num_tokens"]).column(0).to_numpy().sum())
+    if first is None:
+        raise LineageError("no shards given")
+    return {"bytes": total, "tokens": tokens, "bytes_per_token": total / tokens if tokens else None, **first[0]}
+
+
+def example_record(ex: DecodedExample) -> ExampleRecord:
+    """A decoded example back as a record (logits as decoded, float32) for re-encoding."""
+    return ExampleRecord(
+        index=ex.index, positions=ex.positions.astype(np.int32), token_ids=ex.token_ids,
+        top_counts=ex.top_counts, top_ids=ex.top_ids, top_logits=ex.top_logits.astype(np.float32),
+        sampled_counts=ex.sampled_counts, sampled_ids=ex.sampled_ids,
+        sampled_logits=ex.sampled_logits.astype(np.float32), logsumexp=ex.logsumexp, threshold=ex.threshold,
+    )
+
+
+def transcode(source: str | Path, output: str | Path, version: int) -> None:
+    """Write a shard's records again in format `version`, without the teacher: the same ids,
+    samples and thresholds, values as the source decodes them (a version-2 value carries its
+    uint16 rounding, ≤ range/131070, into the version-3 codes). Randomized rounding is seeded
+    by the source's extraction seed."""
+    shard = LogitsShard(source)
+    records = [example_record(ex) for ex in shard]
+    table = build_table(records, int(shard.params["vocab_size"]), version=version, seed=int(shard.params["seed"]))
+    write_logits_parquet(output, table, shard.params)

@@ -23,7 +23,7 @@ import torch
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.formats.fingerprints import check_student_tokenizer
-from logit_lineage.formats.logits import FORMAT_VERSION, SCHEMA, LogitsShard, read_metadata
+from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
 
 # Params every shard of one dataset must share (the rest, a shard number say, may differ).
@@ -87,8 +87,9 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
         raise LineageError(f"dataset card of '{repo_id}' has no '{CARD_KEY}.extraction' params "
                            "(not a logit-lineage dataset? pass params=… to read it anyway)")
     version = info.get("format_version")
-    if version != FORMAT_VERSION:
-        raise LineageError(f"'{repo_id}' holds format version {version}, this reader understands {FORMAT_VERSION}")
+    if version not in SUPPORTED_VERSIONS:
+        raise LineageError(f"'{repo_id}' holds format version {version}, this reader understands "
+                           + " or ".join(map(str, SUPPORTED_VERSIONS)))
     varying = set(info.get("params_varying_per_shard") or ()) & set(SHARED_PARAMS)
     if varying:
         raise LineageError(f"'{repo_id}': shards disagree on {sorted(varying)}")
@@ -99,18 +100,20 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
 
 
 def _check_table(table: pa.Table, source: str) -> None:
-    """The streamed table has the format's columns with the format's value types (list field
-    names and list/large_list may differ after a round trip through `datasets`)."""
+    """The streamed table has the columns of its format version (a `top_codes` column makes it
+    version 3) with that version's value types (list field names and list/large_list may
+    differ after a round trip through `datasets`)."""
 
     def core(t: pa.DataType):
         return ("list", core(t.value_type)) if pa.types.is_list(t) or pa.types.is_large_list(t) else str(t)
 
-    for field in SCHEMA:
+    version = 3 if "top_codes" in table.column_names else 2
+    for field in SCHEMAS[version]:
         if field.name not in table.column_names:
             raise LineageError(f"column '{field.name}' missing (columns: {table.column_names})", path=source)
         got = table.schema.field(field.name).type
         if core(got) != core(field.type):
-            raise LineageError(f"column '{field.name}' is {got}, format {FORMAT_VERSION} has {field.type}",
+            raise LineageError(f"column '{field.name}' is {got}, format {version} has {field.type}",
                                path=source)
 
 

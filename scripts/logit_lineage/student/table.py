@@ -1,7 +1,9 @@
 """The student table, its summary, its plot and the training jobs' timings.
 
-`student_table.csv`: one row per run (method, seed), columns TABLE_COLUMNS, methods in
-METHODS order then ascending seed; floats with 6 decimals. Like every result, it depends on
+`student_table.csv`: one row per run (method, format, seed), columns TABLE_COLUMNS, methods in
+METHODS order, main (chain A's shards) before the student.formats variants (by bytes per
+token, largest first), then ascending seed; floats with 6 decimals. `bytes_per_token` (file
+bytes over stored tokens of the shards the run learnt from) is set for compressed and topk. Like every result, it depends on
 the runs' inputs alone (no wall times), so a rerun or a SLURM run gives the same bytes.
 
 `student_timings.csv` (under the benchmarks root, beside what snakemake measures): one row
@@ -16,6 +18,10 @@ teacher), and the training steps per second.
      "gap_closed": {method: (KL_sft − KL_method) / (KL_sft − KL_dense) from the seed means,
                     for every method but sft and dense; null without both baselines},
      "gap_closed_per_seed": {method: {"mean", "std", "values"}}   (the same ratio seed by seed),
+     "formats": {format: {"bytes_per_token", "format_version", "top_p", "top_p_max_elements",
+                          "sampled_n", "<metric>_mean", "<metric>_std", "kl_delta_vs_main":
+                          {"mean", "std", "values"} (paired by seed), "within_main_spread"}}
+                (method compressed on main, chain A's shards, and on each student.formats variant),
      "goal": {"gap_closed_min": 0.9, "compressed_gap_closed", "compressed_closes_gap",
               "compressed_no_worse_than_topk", "met"},
      "heldout": {"examples", "tokens"}, "teacher": {"ce", "entropy"}}
@@ -35,21 +41,27 @@ from logit_lineage.common.errors import LineageError
 from logit_lineage.student import METHODS
 
 TABLE_COLUMNS = (
-    "method", "seed", "kl_to_teacher", "ce", "top1_agree", "steps", "tokens", "teacher_forward_tokens",
+    "method", "format", "seed", "bytes_per_token", "kl_to_teacher", "ce", "top1_agree", "steps", "tokens",
+    "teacher_forward_tokens",
     "final_train_loss", "heldout_tokens", "teacher_ce", "parameters", "checkpoint",
 )
-TIMING_COLUMNS = ("method", "seed", "train_seconds", "steps_per_second", "eval_seconds", "load_seconds", "device")
+TIMING_COLUMNS = ("method", "format", "seed", "train_seconds", "steps_per_second", "eval_seconds", "load_seconds",
+                  "device")
 SUMMARY_METRICS = ("kl_to_teacher", "ce", "top1_agree")
 SUMMARY_FORMAT = "logit-lineage-student-summary"
 GAP_CLOSED_MIN = 0.9
+MAIN = "main"  # chain A's shards; other formats are student.formats' variants
+SHARD_METHODS = ("compressed", "topk")  # the methods that learn from the shards' values
 
 
 def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
     rows, seen, held = [], {}, None
     for path, rec in records:
-        key = (rec["method"], int(rec["seed"]))
+        shards = rec.get("shards") or {}
+        fmt = shards.get("label", MAIN)
+        key = (rec["method"], fmt, int(rec["seed"]))
         if key in seen:
-            raise LineageError(f"method {key[0]} seed {key[1]} is also in {seen[key]}", path=path)
+            raise LineageError(f"method {key[0]} format {fmt} seed {key[2]} is also in {seen[key]}", path=path)
         seen[key] = path
         h, t = rec["heldout"], rec["training"]
         this_held = (int(h["examples"]), int(h["tokens"]))
@@ -58,8 +70,12 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
         elif this_held != held[0]:
             raise LineageError(f"held-out set of {this_held[0]} examples / {this_held[1]} tokens differs from "
                                f"{held[1]}'s {held[0][0]} / {held[0][1]}", path=path)
+        bpt = shards.get("bytes_per_token") if rec["method"] in SHARD_METHODS else None
         rows.append({
-            "method": rec["method"], "seed": int(rec["seed"]),
+            "method": rec["method"], "format": fmt, "seed": int(rec["seed"]),
+            "bytes_per_token": None if bpt is None else float(bpt),
+            "format_version": shards.get("format_version"),
+            "compression": {k: shards.get(k) for k in ("top_p", "top_p_max_elements", "sampled_n")},
             "kl_to_teacher": float(h["kl_to_teacher"]), "ce": float(h["ce"]), "top1_agree": float(h["top1_agree"]),
             "steps": int(t["steps"]), "tokens": int(t["tokens"]),
             "teacher_forward_tokens": int(t["teacher_forward_tokens"]),
@@ -72,7 +88,8 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
     if not rows:
         raise LineageError("no evaluation files to tabulate")
     _check_pairing(rows)
-    rows.sort(key=lambda r: (METHODS.index(r["method"]), r["seed"]))
+    rows.sort(key=lambda r: (METHODS.index(r["method"]), r["format"] != MAIN, -(r["bytes_per_token"] or 0.0),
+                             r["format"], r["seed"]))
     return rows
 
 
@@ -85,7 +102,7 @@ def _check_pairing(rows: list[dict]) -> None:
         for key in ("data_order_sha256", "init_sha256", "steps"):
             values = {m[key] for m in members}
             if len(values) > 1:
-                which = ", ".join(f"{m['method']}={str(m[key])[:12]}" for m in members)
+                which = ", ".join(f"{m['method']}/{m['format']}={str(m[key])[:12]}" for m in members)
                 raise LineageError(f"seed {seed}: runs differ in {key} ({which}): not a paired comparison")
 
 
@@ -100,19 +117,49 @@ def _gap(kl: dict[str, float], method: str) -> float | None:
     return (kl["sft"] - kl[method]) / span if span != 0 else None
 
 
+def _stats(members: list[dict]) -> dict[str, Any]:
+    entry = {"n_seeds": len(members), "seeds": [m["seed"] for m in members]}
+    for metric in SUMMARY_METRICS:
+        values = [m[metric] for m in members]
+        entry[f"{metric}_mean"] = statistics.fmean(values)
+        entry[f"{metric}_std"] = _std(values)
+    return entry
+
+
+def _formats(rows: list[dict]) -> dict[str, Any]:
+    """Every format the compressed method trained on (main first), for the bytes-vs-KL table:
+    bytes per token, KL mean ± std over seeds, and the paired KL difference to main's run of
+    the same seed; `within_main_spread`: mean KL ≤ main's mean + main's seed-to-seed std."""
+    runs = defaultdict(list)
+    for r in rows:
+        if r["method"] == "compressed":
+            runs[r["format"]].append(r)
+    if not runs:
+        return {}
+    main = {r["seed"]: r["kl_to_teacher"] for r in runs.get(MAIN, [])}
+    main_stats = _stats(runs[MAIN]) if MAIN in runs else None
+    out = {}
+    for fmt in sorted(runs, key=lambda f: (f != MAIN, -(runs[f][0]["bytes_per_token"] or 0.0), f)):
+        members = runs[fmt]
+        entry = {"bytes_per_token": members[0]["bytes_per_token"], "format_version": members[0]["format_version"],
+                 **members[0]["compression"], **_stats(members)}
+        deltas = [m["kl_to_teacher"] - main[m["seed"]] for m in members if m["seed"] in main]
+        entry["kl_delta_vs_main"] = ({"mean": statistics.fmean(deltas), "std": _std(deltas), "values": deltas}
+                                     if deltas and fmt != MAIN else None)
+        entry["within_main_spread"] = (None if main_stats is None or fmt == MAIN else bool(
+            entry["kl_to_teacher_mean"] <= main_stats["kl_to_teacher_mean"] + main_stats["kl_to_teacher_std"]))
+        out[fmt] = entry
+    return out
+
+
 def summarize(rows: list[dict]) -> dict[str, Any]:
     by_method = defaultdict(list)
     for r in rows:
-        by_method[r["method"]].append(r)
+        if r["format"] == MAIN:
+            by_method[r["method"]].append(r)
     methods = {}
     for method in (m for m in METHODS if m in by_method):
-        members = by_method[method]
-        entry = {"n_seeds": len(members), "seeds": [m["seed"] for m in members]}
-        for metric in SUMMARY_METRICS:
-            values = [m[metric] for m in members]
-            entry[f"{metric}_mean"] = statistics.fmean(values)
-            entry[f"{metric}_std"] = _std(values)
-        methods[method] = entry
+        methods[method] = _stats(by_method[method])
     kl = {m: e["kl_to_teacher_mean"] for m, e in methods.items()}
     others = [m for m in methods if m not in ("sft", "dense")]
     gap = {m: _gap(kl, m) for m in others}
@@ -121,7 +168,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     for m in others:
         values = []
         for s in seeds:
-            seed_kl = {r["method"]: r["kl_to_teacher"] for r in rows if r["seed"] == s}
+            seed_kl = {r["method"]: r["kl_to_teacher"] for r in rows if r["seed"] == s and r["format"] == MAIN}
             g = _gap(seed_kl, m)
             if g is not None:
                 values.append(g)
@@ -136,6 +183,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         "methods": methods,
         "gap_closed": gap,
         "gap_closed_per_seed": per_seed,
+        "formats": _formats(rows),
         "goal": {
             "gap_closed_min": GAP_CLOSED_MIN,
             "compressed_gap_closed": compressed_gap,
@@ -158,6 +206,13 @@ def summary_lines(summary: dict) -> list[str]:
     for method, g in summary["gap_closed"].items():
         if g is not None:
             lines.append(f"gap closed by {method}: {100 * g:.1f} % of (KL_sft − KL_dense)")
+    for fmt, e in summary.get("formats", {}).items():
+        delta = e["kl_delta_vs_main"]
+        size = "?" if e["bytes_per_token"] is None else f"{e['bytes_per_token']:.1f}"
+        lines.append(f"compressed on {fmt} (format {e['format_version']}, {size} B/token): "
+                     f"KL {e['kl_to_teacher_mean']:.4f} ± {e['kl_to_teacher_std']:.4f}"
+                     + ("" if delta is None else f", paired Δ vs main {delta['mean']:+.4f} ± {delta['std']:.4f}, "
+                        f"{'within' if e['within_main_spread'] else 'OUTSIDE'} main's seed spread"))
     goal = summary["goal"]
     if goal["met"] is not None:
         lines.append(f"goal (compressed closes ≥ {100 * goal['gap_closed_min']:.0f} % and is no worse than topk): "
@@ -190,17 +245,17 @@ def timing_rows(rows: list[dict], timings: list[tuple[str, dict]]) -> list[dict]
     """Rows of student_timings.csv in the table's order; `timings`: (path, read_timing record)."""
     by_run = {}
     for path, rec in timings:
-        key = (rec["method"], int(rec["seed"]))
+        key = (rec["method"], rec.get("format", MAIN), int(rec["seed"]))
         if key in by_run:
-            raise LineageError(f"a second timings file for method {key[0]} seed {key[1]}", path=path)
+            raise LineageError(f"a second timings file for method {key[0]} format {key[1]} seed {key[2]}", path=path)
         by_run[key] = rec
     out = []
     for r in rows:
-        rec = by_run.get((r["method"], r["seed"]))
+        rec = by_run.get((r["method"], r["format"], r["seed"]))
         if rec is None:
-            raise LineageError(f"no timings file for method {r['method']} seed {r['seed']}")
+            raise LineageError(f"no timings file for method {r['method']} format {r['format']} seed {r['seed']}")
         train = float(rec["train_seconds"])
-        out.append({"method": r["method"], "seed": r["seed"], "train_seconds": train,
+        out.append({"method": r["method"], "format": r["format"], "seed": r["seed"], "train_seconds": train,
                     "steps_per_second": int(rec["steps"]) / train if train > 0 else None,
                     "eval_seconds": float(rec["eval_seconds"]), "load_seconds": float(rec["load_seconds"]),
                     "device": rec.get("device")})
@@ -210,7 +265,7 @@ def timing_rows(rows: list[dict], timings: list[tuple[str, dict]]) -> list[dict]
 def timing_lines(timings: list[dict]) -> list[str]:
     by_method = defaultdict(list)
     for t in timings:
-        by_method[t["method"]].append(t)
+        by_method[t["method"] if t["format"] == MAIN else f"{t['method']}/{t['format']}"].append(t)
     return [f"{m:>10}: training loop {statistics.fmean(t['train_seconds'] for t in ts):.1f} s, "
             f"held-out evaluation {statistics.fmean(t['eval_seconds'] for t in ts):.1f} s, "
             f"loading {statistics.fmean(t['load_seconds'] for t in ts):.1f} s (mean of {len(ts)})"
@@ -241,15 +296,18 @@ def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(summary["methods"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    groups = [(m, summary["methods"][m], [r for r in rows if r["method"] == m and r["format"] == MAIN])
+              for m in summary["methods"]]
+    groups += [(f"compressed\n{fmt}\n{e['bytes_per_token'] or 0:.0f} B/tok", e,
+                [r for r in rows if r["method"] == "compressed" and r["format"] == fmt])
+               for fmt, e in summary.get("formats", {}).items() if fmt != MAIN]
+    fig, axes = plt.subplots(1, 2, figsize=(10 + 1.2 * max(0, len(groups) - 4), 4.2))
     # KL: bars from 0 (the ratio between methods is the point); CE: its axis cannot start at
     # 0 and stay readable, so the mean is a marker, not a bar.
     for ax, metric, label, bars in ((axes[0], "kl_to_teacher", "held-out KL(teacher ‖ student), nats/token", True),
                                     (axes[1], "ce", "held-out cross-entropy on the true tokens, nats/token", False)):
-        for x, method in enumerate(methods):
-            e = summary["methods"][method]
-            values = [r[metric] for r in rows if r["method"] == method]
+        for x, (_, e, members) in enumerate(groups):
+            values = [r[metric] for r in members]
             jitter = [x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))]
             if bars:
                 ax.bar(x, e[f"{metric}_mean"], width=0.6, color=f"C{x}", alpha=0.35)
@@ -263,7 +321,7 @@ def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
             ax.legend(loc="upper right", fontsize=8)
         else:
             ax.set_ylim(bottom=0.0)
-        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
         ax.set_ylabel(label, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     gap = summary["gap_closed"].get("compressed")

@@ -1,0 +1,236 @@
+"""Format version 3 (docs/FORMAT.md): 8-bit log-probability codes with randomized rounding.
+
+Property tests of every encoding (round trip, error bounds, unbiasedness), the tail estimate
+through the real sampler and the v3 writer/reader within 3 standard errors, and the reader's
+handling of versions 2, 3 and others.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logit_lineage.common.errors import LineageError
+from logit_lineage.distill.compress import RandomNoise, compress_rows
+from logit_lineage.formats import codes
+from logit_lineage.formats.logits import (
+    SCHEMA,
+    SCHEMA_V3,
+    ExampleRecord,
+    LogitsShard,
+    build_table,
+    storage,
+    write_logits_parquet,
+)
+
+PARAMS = {"vocab_size": 5000, "index_high_bits": 0, "top_p": 0.9, "top_p_max_elements": 20, "sampled_n": 8,
+          "seed": 7}
+
+
+# --- the codes -----------------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 40), min_size=0, max_size=12), st.integers(0, 2**32 - 1))
+def test_delta_round_trip(counts, seed):
+    rng = np.random.default_rng(seed)
+    counts = np.array(counts, dtype=np.int64)
+    values = rng.integers(0, 256, int(counts.sum()))
+    deltas = codes.delta_encode(values, counts)
+    assert deltas.dtype == np.uint8
+    np.testing.assert_array_equal(codes.delta_decode(deltas, counts), values)
+
+
+@given(st.lists(st.floats(-15.9, 0.0, allow_nan=False), min_size=1, max_size=50), st.integers(0, 2**32 - 1))
+def test_nucleus_codes_neighbour_the_value(lps, seed):
+    lp = np.array(lps)
+    c = codes.encode_nucleus(lp, np.random.default_rng(seed))
+    decoded = codes.decode(c, codes.NUCLEUS_STEP)
+    # One of the two grid points around log p: never more than one step away.
+    assert np.all(np.abs(decoded - lp) <= codes.NUCLEUS_STEP + 1e-12)
+    assert np.all((decoded <= lp + codes.NUCLEUS_STEP) & (decoded >= lp - codes.NUCLEUS_STEP))
+
+
+def test_nucleus_codes_clamp_below_the_grid():
+    c = codes.encode_nucleus(np.array([-40.0, -16.5, 0.0]), np.random.default_rng(0))
+    assert c.tolist()[:2] == [codes.MAX_CODE, codes.MAX_CODE] and c[2] == 0
+
+
+@pytest.mark.parametrize("lp", [-0.01, -0.7, -3.33, -9.01, -15.5])
+def test_nucleus_codes_are_unbiased_in_probability(lp):
+    n = 40_000
+    c = codes.encode_nucleus(np.full(n, lp), np.random.default_rng(11))
+    p_hat = np.exp(codes.decode(c, codes.NUCLEUS_STEP))
+    se = p_hat.std() / np.sqrt(n)
+    assert abs(p_hat.mean() - np.exp(lp)) <= 3 * se + 1e-15
+
+
+@pytest.mark.parametrize("lp,kappa", [(-0.2, -1.0), (-2.7, -3.0), (-6.1, -3.0), (-14.03, -4.5), (-9.3, -9.0),
+                                      (-25.0, -12.0), (-4.0, float("-inf"))])
+def test_tail_codes_make_the_weight_unbiased(lp, kappa):
+    n = 40_000
+    kappa_hat = np.float64(np.float32(kappa))
+    c = codes.encode_tail(np.full(n, lp), np.array([n]), np.array([kappa]), np.array([kappa_hat]),
+                          np.random.default_rng(5))
+    w_hat = codes.weight_of(codes.decode(c, codes.TAIL_STEP), kappa_hat)
+    w = codes.weight_of(np.array([lp]), np.array([kappa]))[0]
+    se = w_hat.std() / np.sqrt(n)
+    # float32 rounding of κ is the only bias left (documented: relative ≤ 6e-8·|κ|).
+    assert abs(w_hat.mean() - w) <= 3 * se + 1e-7 * w
+    assert np.all(np.abs(codes.decode(c, codes.TAIL_STEP) - lp) <= codes.TAIL_STEP + 1e-12)
+
+
+# --- records through the writer and the reader ---------------------------------------------------
+
+
+def _records(n_examples=3, n_tokens=40, vocab=5000, seed=0, k=8, cap=20) -> list[ExampleRecord]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for e in range(n_examples):
+        logits = torch.randn(n_tokens, vocab, generator=gen) * 2.5
+        logits[:, :50] += 6.0
+        c = compress_rows(logits, RandomNoise(n_tokens, gen), top_p=0.9, cap=cap, k=k)
+        tc, sc = c.top_counts.numpy(), c.sampled_counts.numpy()
+        top_keep = np.arange(c.top_ids.shape[1])[None, :] < tc[:, None]
+        s_keep = np.arange(c.sampled_ids.shape[1])[None, :] < sc[:, None]
+        out.append(ExampleRecord(
+            index=10 * e + 3, positions=np.arange(1, n_tokens + 1, dtype=np.int32),
+            token_ids=np.arange(n_tokens) % vocab, top_counts=tc, top_ids=c.top_ids.numpy()[top_keep],
+            top_logits=c.top_logits.numpy()[top_keep], sampled_counts=sc, sampled_ids=c.sampled_ids.numpy()[s_keep],
+            sampled_logits=c.sampled_logits.numpy()[s_keep], logsumexp=c.logsumexp.numpy(),
+            threshold=c.threshold.numpy()))
+    return out
+
+
+def test_v3_round_trip(tmp_path):
+    recs = _records()
+    path = tmp_path / "v3.parquet"
+    write_logits_parquet(path, build_table(recs, 5000, version=3, seed=7), PARAMS)
+    assert pq.read_schema(path).remove_metadata().equals(SCHEMA_V3)
+    assert pq.read_schema(path).metadata[b"logit_lineage.format_version"] == b"3"
+    shard = LogitsShard(path)
+    assert shard.version == 3 and len(shard) == len(recs)
+    for rec, ex in zip(recs, shard):
+        assert ex.index == rec.index
+        np.testing.assert_array_equal(ex.positions, rec.positions)
+        np.testing.assert_array_equal(ex.token_ids, rec.token_ids)
+        np.testing.assert_array_equal(ex.top_counts, rec.top_counts)
+        np.testing.assert_array_equal(ex.sampled_counts, rec.sampled_counts)
+        np.testing.assert_array_equal(ex.top_ids, rec.top_ids)  # rank order kept
+        # logsumexp as float32, threshold relative to it as float32
+        np.testing.assert_allclose(ex.logsumexp, rec.logsumexp, rtol=1e-7)
+        finite = np.isfinite(rec.threshold)
+        np.testing.assert_allclose(ex.threshold[finite], rec.threshold[finite], rtol=1e-6, atol=1e-5)
+        assert np.all(np.isneginf(ex.threshold[~finite]))
+        # values within one grid step of the truth
+        lp = rec.top_logits - np.repeat(rec.logsumexp, rec.top_counts)
+        lp_hat = ex.top_logits - np.repeat(ex.logsumexp, ex.top_counts)
+        assert np.all(np.abs(lp_hat - np.maximum(lp, -codes.MAX_CODE * codes.NUCLEUS_STEP))
+                      <= codes.NUCLEUS_STEP + 1e-6)
+        # tail: the same (token, id) pairs, reordered by code within a token
+        tok = np.repeat(np.arange(rec.num_tokens), rec.sampled_counts)
+        assert sorted(zip(tok, rec.sampled_ids)) == sorted(zip(tok, ex.sampled_ids))
+        s_lp = dict(zip(zip(tok, rec.sampled_ids), rec.sampled_logits - np.repeat(rec.logsumexp, rec.sampled_counts)))
+        s_hat = ex.sampled_logits - np.repeat(ex.logsumexp, ex.sampled_counts)
+        for key, v in zip(zip(tok, ex.sampled_ids), s_hat):
+            assert abs(v - s_lp[key]) <= codes.TAIL_STEP + 1e-6
+
+
+def test_v3_bytes_do_not_depend_on_batching(tmp_path):
+    recs = _records()
+    whole = build_table(recs, 5000, version=3, seed=7)
+    parts = [build_table(recs[:1], 5000, version=3, seed=7), build_table(recs[1:], 5000, version=3, seed=7)]
+    import pyarrow as pa
+
+    assert pa.concat_tables(parts).combine_chunks().equals(whole.combine_chunks())
+    other_seed = build_table(recs, 5000, version=3, seed=8)
+    assert not other_seed.column("top_codes").equals(whole.column("top_codes"))
+
+
+def test_v3_is_smaller_than_v2(tmp_path):
+    recs = _records(n_examples=4, n_tokens=200)
+    sizes = {}
+    for v in (2, 3):
+        path = tmp_path / f"v{v}.parquet"
+        write_logits_parquet(path, build_table(recs, 5000, version=v, seed=7), PARAMS)
+        sizes[v] = storage([path])
+    assert sizes[2]["format_version"] == 2 and sizes[3]["format_version"] == 3
+    assert sizes[3]["tokens"] == sizes[2]["tokens"] == 800
+    assert sizes[3]["bytes_per_token"] < 0.75 * sizes[2]["bytes_per_token"], sizes
+
+
+def test_v2_shards_decode_unchanged(tmp_path):
+    recs = _records(n_examples=2)
+    path = tmp_path / "v2.parquet"
+    write_logits_parquet(path, build_table(recs, 5000), PARAMS)
+    assert pq.read_schema(path).remove_metadata().equals(SCHEMA)
+    shard = LogitsShard(path)
+    assert shard.version == 2
+    for rec, ex in zip(recs, shard):
+        np.testing.assert_array_equal(ex.logsumexp, rec.logsumexp)  # float64, exact
+        np.testing.assert_array_equal(ex.threshold, rec.threshold)
+        np.testing.assert_array_equal(ex.sampled_ids, rec.sampled_ids)  # sample order kept
+
+
+def test_reader_refuses_unknown_versions(tmp_path):
+    path = tmp_path / "v4.parquet"
+    write_logits_parquet(path, build_table(_records(n_examples=1), 5000, version=3, seed=7), PARAMS)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    meta[b"logit_lineage.format_version"] = b"4"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(LineageError, match="format version 4, this reader understands 2 or 3"):
+        LogitsShard(path)
+    # version 2 metadata on version-3 columns: the schema check names the difference
+    meta[b"logit_lineage.format_version"] = b"2"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(LineageError, match="schema differs from format 2"):
+        LogitsShard(path)
+    with pytest.raises(LineageError, match="cannot be written"):
+        build_table([], 5000, version=4)
+    assert json.loads(meta[b"logit_lineage.params"])["seed"] == 7
+
+
+# --- the tail estimate through sampler, writer and reader -----------------------------------------
+
+
+def test_v3_tail_estimate_is_unbiased(tmp_path):
+    """Many independent compressions of one distribution, written as version 3 and read
+    back: the mean of Σ_nucleus p̂ f + Σ_tail ŵ f is E_p[f] within 3 standard errors, for f
+    with mass far in the tail (where the nucleus alone is badly off)."""
+    from logit_lineage.kd.targets import tail_weights
+
+    vocab, m = 3000, 3000
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(vocab, generator=gen, dtype=torch.float64) * 2.0
+    base[:5] += 7.0
+    logits = base.float().expand(m, vocab).contiguous()
+    c = compress_rows(logits, RandomNoise(m, gen), top_p=0.8, cap=4, k=6)
+    tc, sc = c.top_counts.numpy(), c.sampled_counts.numpy()
+    top_keep = np.arange(c.top_ids.shape[1])[None, :] < tc[:, None]
+    s_keep = np.arange(c.sampled_ids.shape[1])[None, :] < sc[:, None]
+    rec = ExampleRecord(index=0, positions=np.arange(1, m + 1, dtype=np.int32), token_ids=np.zeros(m, np.int64),
+                        top_counts=tc, top_ids=c.top_ids.numpy()[top_keep], top_logits=c.top_logits.numpy()[top_keep],
+                        sampled_counts=sc, sampled_ids=c.sampled_ids.numpy()[s_keep],
+                        sampled_logits=c.sampled_logits.numpy()[s_keep], logsumexp=c.logsumexp.numpy(),
+                        threshold=c.threshold.numpy())
+    path = tmp_path / "tail.parquet"
+    write_logits_parquet(path, build_table([rec], vocab, version=3, seed=1), {**PARAMS, "vocab_size": vocab})
+    ex = LogitsShard(path).example(0)
+    p = torch.softmax(base, 0).numpy()
+    f = np.cos(np.arange(vocab) * 0.37) + (np.arange(vocab) > 5)  # weight on the tail
+    truth = float(p @ f)
+    lse = np.repeat(ex.logsumexp, ex.top_counts)
+    nucleus = np.add.reduceat(np.exp(ex.top_logits - lse) * f[ex.top_ids], np.r_[0, np.cumsum(tc)[:-1]])
+    s_lse = np.repeat(ex.logsumexp, ex.sampled_counts)
+    w = tail_weights(ex.sampled_logits - s_lse, np.repeat(ex.threshold, ex.sampled_counts))
+    tail = np.add.reduceat(w * f[ex.sampled_ids], np.r_[0, np.cumsum(sc)[:-1]])
+    est = nucleus + tail
+    se = est.std() / np.sqrt(m)
+    assert abs(est.mean() - truth) <= 3 * se, (est.mean(), truth, se)
+    nucleus_only = float(np.mean(nucleus / np.add.reduceat(np.exp(ex.top_logits - lse), np.r_[0, np.cumsum(tc)[:-1]])))
+    assert abs(nucleus_only - truth) > 10 * se  # the test can tell a biased estimate
