@@ -73,6 +73,16 @@ def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     (work / target).unlink()
     proc = run_snakemake(work, target, "--cores", "2", configfiles=[DISTILL_TINY], snakefile=snakefile)
     assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
+    assert LogitsShard(work / target).version == 2
+    # distill.format_version: 3 rewrites that shard (its params changed), in format 3, same records.
+    v3 = tmp_path / "v3.yaml"
+    v3.write_text("distill: {format_version: 3}\n")
+    proc = run_snakemake(work, target, "--cores", "2", configfiles=[DISTILL_TINY, v3], snakefile=snakefile)
+    assert job_counts(proc.stdout + proc.stderr) == {"extract_logits": 1, "total": 1}
+    v3_shard = LogitsShard(work / target)
+    assert v3_shard.version == 3 and len(v3_shard) == len(shard)
+    assert [ex.index for ex in v3_shard] == [ex.index for ex in shard]
+    assert all((a.top_ids == b.top_ids).all() for a, b in zip(shard, v3_shard))
     # Editing the extraction script makes exactly that rule out of date (through its code
     # fingerprint); editing a library module makes every rule whose script imports it out
     # of date, and no other.

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from bench_kd_loader import write_shard
 from benchlib import Result
 from context import BenchContext
-
 from logit_lineage.formats.logits import transcode
 
 BENCH = "9 bytes per column"

@@ -192,7 +192,10 @@ rule extract_logits:
         compress=(
             f"--top-p {DISTILL['top_p']} --top-p-max-elements {DISTILL['top_p_max_elements']} "
             f"--sampled-n {DISTILL['sampled_n']} --seed {config['seed']} "
-            + opt("--format-version", None if DISTILL["format_version"] == 2 else DISTILL["format_version"])
+            + opt(
+                "--format-version",
+                None if DISTILL["format_version"] == 2 else DISTILL["format_version"],
+            )
         ),
         batching=(
             f"--token-budget {DISTILL['token_budget']} --max-batch-size {DISTILL['max_batch_size']} "
