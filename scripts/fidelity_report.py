@@ -20,7 +20,8 @@ from __future__ import annotations
 import click
 
 from logit_lineage.common.atomic import atomic_path
-from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.cli import log, main_guard, paths_option
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.fidelity.metrics_file import read_shard_fidelity, write_fidelity_report, write_shard_fidelity
 from logit_lineage.fidelity.report import aggregate as aggregate_shards
 from logit_lineage.fidelity.report import compare_shard, format_headline, plot_report
@@ -39,7 +40,8 @@ def cli():
 @click.option("--logits", "logits_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Compressed logits parquet of the same shard.")
 @click.option("--name", default=None, help="Shard name in the output (default: the parquet's stem).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              default=schema_defaults("fidelity")["temperature"], show_default=True,
               help="Temperature of the teacher-derived student for the CE estimate.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True)
 @main_guard
@@ -56,7 +58,7 @@ def shard(dense_path, logits_path, name, temperature, output):
 
 
 @cli.command(help="Combine shard fidelity files into the report JSON and plot.")
-@click.option("--input", "inputs", type=click.Path(exists=True, dir_okay=False), multiple=True, required=True)
+@paths_option("--input", "inputs", required=True, help="A shard's fidelity JSON, or @LIST of them (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), required=True)
 @main_guard

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.cli import log, main_guard, paths_option
 from logit_lineage.common.schema import schema_defaults
 
 DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the schema
@@ -31,8 +31,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--split", default="train", show_default=True)
 @click.option("--dataset-config", default=None)
 @click.option("--messages-column", default="messages", show_default=True)
-@click.option("--logits", "shards", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="Compressed logits shard (repeatable).")
+@paths_option("--logits", "shards", required=True,
+              help="Compressed logits shard, or @LIST: the shards listed in a file (repeatable).")
 @click.option("--heldout-every", type=click.IntRange(min=2), default=DEFAULTS["heldout_every"], show_default=True,
               help="Hold out the examples whose row index is a multiple of this.")
 @click.option("--heldout-max-examples", type=click.IntRange(min=1), default=DEFAULTS["heldout_max_examples"], show_default=True)

@@ -17,16 +17,16 @@ from pathlib import Path
 import click
 
 from logit_lineage.common.atomic import atomic_path, write_json
-from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.cli import log, main_guard, paths_option
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.summary import format_summary, plot_mass, plot_nucleus, plot_shards, summarize
 
 
 @click.command(help=__doc__)
-@click.option("--logits", "shards", type=click.Path(exists=True, dir_okay=False), multiple=True, required=True,
-              help="A compressed-logits shard (repeatable).")
-@click.option("--benchmark", "benchmarks", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="The extraction benchmark TSV of a shard, same file stem (repeatable).")
+@paths_option("--logits", "shards", required=True,
+              help="A compressed-logits shard, or @LIST: the shards listed in a file (repeatable).")
+@paths_option("--benchmark", "benchmarks",
+              help="The extraction benchmark TSV of a shard, same file stem, or @LIST (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--nucleus-plot", type=click.Path(dir_okay=False), required=True,
               help="PNG: nucleus-size histogram and capped fraction per shard.")

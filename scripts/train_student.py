@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.cli import log, main_guard, paths_option
 from logit_lineage.common.schema import schema_defaults
 from logit_lineage.student import METHODS
 
@@ -37,8 +37,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--seed", type=click.IntRange(min=0), required=True, help="Initial weights and batch order.")
 @click.option("--examples", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Examples parquet from prepare_student_data.py.")
-@click.option("--logits", "shards", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Compressed logits shard (repeatable).")
+@paths_option("--logits", "shards", required=True,
+              help="Compressed logits shard, or @LIST: the shards listed in a file (repeatable).")
 @click.option("--format-label", default="main", show_default=True,
               help="Name of the shards' format variant in the table (student.formats; main = chain A's shards).")
 @click.option("--teacher", required=True, help="Hub id, local directory or .gguf of the teacher.")

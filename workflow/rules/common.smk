@@ -40,6 +40,8 @@ for _section in SECTIONS:
 
 RESULTS = config["results"].rstrip("/")
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
+# Every click script by name; a rule passes its own as params.script=SCRIPT["<name>"].
+SCRIPT = {p.stem: str(p) for p in SCRIPTS_DIR.glob("*.py")}
 ENVS = Path(workflow.basedir) / "envs"
 
 
@@ -79,15 +81,18 @@ def benchmarks(path):
 
 
 def code(name):
-    """A rule's code inputs: its click script and the fingerprint of every module it imports.
+    """A rule's code input: the fingerprint of its click script and of every module it imports.
 
-    One fingerprint file per script (rule code_fingerprint, local) stands for the ~15
-    modules behind it, so a job lists two code inputs, not fifteen (dry runs at 10,000
-    shards stay cheap), while editing a module still reruns exactly the rules whose
-    scripts import it: the fingerprint job reruns and is newer than their outputs.
+    One fingerprint file per script (rule code_fingerprint, local) stands for the script and
+    the ~15 modules behind it, so a job lists one code input, not sixteen (dry runs at 10,000
+    shards stay cheap), while editing the script or a module still reruns exactly the rules
+    whose scripts use it: the fingerprint job reruns and is newer than their outputs. The
+    script itself is a param (SCRIPT["<name>"]), not a second input.
     """
     stem = Path(name).stem
-    return {"script": str(SCRIPTS_DIR / name), "code": f"{RESULTS}/code/{stem}.sha256"}
+    if stem not in SCRIPT:
+        raise WorkflowError(f"code({name!r}): no such script in {SCRIPTS_DIR}")
+    return {"code": f"{RESULTS}/code/{stem}.sha256"}
 
 
 def _local_module(name):
@@ -142,3 +147,16 @@ def env(name):
 wildcard_constraints:
     shard=r"\d{5}",
     script=r"[a-z_]+",
+
+
+# Lists of per-shard files (name → path template with {shard}), filled by the chain files:
+# an aggregate rule takes one list as input and reads the paths from it (`--logits @LIST`),
+# so a job lists one file instead of one per shard (dry runs at 10,000 shards stay cheap)
+# and its shell command stays short (a shell command is limited to 128 KiB).
+SHARD_LISTS = {}
+
+
+def shard_list(name, template):
+    """The list file of `template`'s files over every shard (rule list_paths)."""
+    SHARD_LISTS[name] = template
+    return f"{RESULTS}/lists/{name}.list"

@@ -18,11 +18,12 @@ rule make_demo_dataset:
         mem_mb=1000,
         runtime=10,
     params:
+        script=SCRIPT["make_demo_dataset"],
         n=DEMO["n_conversations"],
         seed=config["seed"],
         think=DEMO["think_fraction"],
     shell:
-        "python {input.script:q} --n {params.n:q} --seed {params.seed:q} "
+        "python {params.script:q} --n {params.n:q} --seed {params.seed:q} "
         "--think-fraction {params.think:q} --output {output:q} 2> {log:q}"
 
 
@@ -43,6 +44,7 @@ rule build_demo_teacher:
         mem_mb=2000,
         runtime=30,
     params:
+        script=SCRIPT["build_demo_teacher"],
         vocab=DEMO["vocab_size"],
         hidden=DEMO["hidden_size"],
         layers=DEMO["num_layers"],
@@ -53,7 +55,7 @@ rule build_demo_teacher:
         max_len=config["distill"]["max_seq_len"],
         seed=config["seed"],
     shell:
-        "python {input.script:q} --dataset {input.dataset:q} --output-dir {output:q} "
+        "python {params.script:q} --dataset {input.dataset:q} --output-dir {output:q} "
         "--vocab-size {params.vocab:q} --hidden-size {params.hidden:q} --num-layers {params.layers:q} "
         "--num-heads {params.heads:q} --steps {params.steps:q} --batch-size {params.batch:q} --lr {params.lr:q} "
         "--max-len {params.max_len:q} --seed {params.seed:q} --threads {threads} 2> {log:q}"

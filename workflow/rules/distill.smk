@@ -43,6 +43,7 @@ if USE_GENERATED_DATASET:
             mem_mb=8000,
             runtime=60,
         params:
+            script=SCRIPT["generate_answers"],
             teacher=" ".join(
                 filter(
                     None,
@@ -61,7 +62,7 @@ if USE_GENERATED_DATASET:
                 [opt("--dtype", DISTILL["dtype"]), opt("--device", DISTILL["device"])]
             ),
         shell:
-            "python {input.script:q} {params.teacher} --prompts {input.prompts:q} {params.sampling} "
+            "python {params.script:q} {params.teacher} --prompts {input.prompts:q} {params.sampling} "
             "{params.runtime} --threads {threads} --output {output:q} 2> {log:q}"
 
 
@@ -122,10 +123,11 @@ rule compute_lengths:
         mem_mb=4000,
         runtime=60,
     params:
+        script=SCRIPT["compute_lengths"],
         source=SOURCE_ARGS,
         max_seq_len=DISTILL["max_seq_len"],
     shell:
-        "python {input.script:q} {params.source} --max-seq-len {params.max_seq_len:q} "
+        "python {params.script:q} {params.source} --max-seq-len {params.max_seq_len:q} "
         "--output {output.lengths:q} --skipped {output.skipped:q} 2> {log:q}"
 
 
@@ -143,9 +145,10 @@ rule make_shards:
         mem_mb=2000,
         runtime=10,
     params:
+        script=SCRIPT["make_shards"],
         n=DISTILL["n_shards"],
     shell:
-        "python {input.script:q} --lengths {input.lengths:q} --n-shards {params.n:q} --output {output:q} 2> {log:q}"
+        "python {params.script:q} --lengths {input.lengths:q} --n-shards {params.n:q} --output {output:q} 2> {log:q}"
 
 
 rule select_shard:
@@ -162,8 +165,10 @@ rule select_shard:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        script=SCRIPT["select_shard"],
     shell:
-        "python {input.script:q} --plan {input.plan:q} --shard {wildcards.shard} --output {output:q} 2> {log:q}"
+        "python {params.script:q} --plan {input.plan:q} --shard {wildcards.shard} --output {output:q} 2> {log:q}"
 
 
 rule extract_logits:
@@ -188,6 +193,7 @@ rule extract_logits:
         # The SLURM profile turns this into --gpus=N (it leaves this rule's count to config).
         gpu=DISTILL["gpus_per_job"],
     params:
+        script=SCRIPT["extract_logits"],
         source=SOURCE_ARGS,
         compress=(
             f"--top-p {DISTILL['top_p']} --top-p-max-elements {DISTILL['top_p_max_elements']} "
@@ -220,19 +226,21 @@ rule extract_logits:
             ]
         ),
     shell:
-        "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.parquet:q} "
+        "python {params.script:q} {params.source} --shard {input.shard:q} --output {output.parquet:q} "
         "{params.compress} {params.batching} {params.runtime} {params.labels} --threads {threads} 2> {log:q}"
 
 
 ALL_TARGETS.extend(rules.extract_logits.output.parquet.format(shard=s) for s in SHARDS)
+# Every shard's path, one per line: the one input of the rules that read all shards.
+LOGITS_LIST = shard_list("logits", rules.extract_logits.output.parquet)
 
 
 rule summarize_logits:
     """Chain A over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass."""
     input:
         **code("summarize_logits.py"),
-        logits=expand(rules.extract_logits.output.parquet, shard=SHARDS),
-        benchmarks=expand(rules.extract_logits.benchmark, shard=SHARDS),
+        logits=LOGITS_LIST,
+        benchmarks=shard_list("extract_benchmarks", rules.extract_logits.benchmark),
     # The summary JSON and the per-shard plot carry wall times (tokens/s from the benchmark
     # files), so they live under the benchmarks root with the other timings: everything
     # else under results/ depends on its inputs alone (a rerun, or SLURM, gives the same bytes).
@@ -267,17 +275,9 @@ rule summarize_logits:
         mem_mb=4000,
         runtime=30,
     params:
-        # Plain strings, not params functions: evaluated once, not once per job.
-        logits=" ".join(
-            f"--logits {q(p)}"
-            for p in expand(rules.extract_logits.output.parquet, shard=SHARDS)
-        ),
-        benchmarks=" ".join(
-            f"--benchmark {q(p)}"
-            for p in expand(rules.extract_logits.benchmark, shard=SHARDS)
-        ),
+        script=SCRIPT["summarize_logits"],
     shell:
-        "python {input.script:q} {params.logits} {params.benchmarks} --json {output.json:q} "
+        "python {params.script:q} --logits @{input.logits:q} --benchmark @{input.benchmarks:q} --json {output.json:q} "
         "--nucleus-plot {output.nucleus:q} --mass-plot {output.mass:q} --shards-plot {output.shards:q} "
         "2> {log:q}"
 

@@ -73,12 +73,13 @@ rule make_longtail_data:
         mem_mb=2000,
         runtime=10,
     params:
+        script=SCRIPT["make_longtail_data"],
         cfg=as_json(EXPERTS_CFG["data"]),
         seed=config["seed"],
         labels_only="--labels-only" if LOGITS_FROM_IMPORT else "",
         out_dir=lambda wildcards, output: str(Path(output.classes).parent),
     shell:
-        "python {input.script:q} --config {params.cfg:q} --seed {params.seed:q} {params.labels_only}"
+        "python {params.script:q} --config {params.cfg:q} --seed {params.seed:q} {params.labels_only}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
 
 
@@ -100,12 +101,13 @@ rule train_expert:
         mem_mb=4000,
         runtime=60,
     params:
+        script=SCRIPT["train_expert"],
         model=as_json(EXPERTS_CFG["model"]),
         train=as_json(EXPERTS_CFG["training"]),
         seed=config["seed"],
         data_dir=lambda wildcards, input: str(Path(input.classes).parent),
     shell:
-        "python {input.script:q} --expert {wildcards.expert} --data-dir {params.data_dir:q}"
+        "python {params.script:q} --expert {wildcards.expert} --data-dir {params.data_dir:q}"
         " --model-config {params.model:q} --train-config {params.train:q} --seed {params.seed:q}"
         " --threads {threads} --out {output:q} 2> {log:q}"
 
@@ -155,11 +157,12 @@ if LOGITS_FROM_IMPORT:
             mem_mb=2000,
             runtime=10,
         params:
+            script=SCRIPT["import_legacy_logits"],
             source_dir=lambda wildcards: str(IMPORT_FOLDERS[wildcards.expert]),
             data_dir=lambda wildcards, input: str(Path(input.classes).parent),
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
-            "python {input.script:q} --source-dir {params.source_dir:q} --data-dir {params.data_dir:q}"
+            "python {params.script:q} --source-dir {params.source_dir:q} --data-dir {params.data_dir:q}"
             " --out-dir {params.out_dir:q} 2> {log:q}"
 
 else:
@@ -184,13 +187,14 @@ else:
             mem_mb=2000,
             runtime=20,
         params:
+            script=SCRIPT["recompute_expert_logits"],
             data_dir=lambda wildcards, input: str(Path(input.classes).parent),
             # Not the training device: this rule is not routed to a GPU partition, so it
             # takes a GPU only where one is present.
             device="auto",
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
-            "python {input.script:q} --checkpoint {input.checkpoint:q} --data-dir {params.data_dir:q}"
+            "python {params.script:q} --checkpoint {input.checkpoint:q} --data-dir {params.data_dir:q}"
             " --device {params.device:q} --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
@@ -221,6 +225,7 @@ rule train_gating:
         mem_mb=4000,
         runtime=30,
     params:
+        script=SCRIPT["train_gating"],
         experts=",".join(EXPERT_NAMES),
         cfg=as_json(EXPERTS_CFG["gating"]),
         seed=config["seed"],
@@ -228,7 +233,7 @@ rule train_gating:
         data_dir=lambda wildcards, input: str(Path(input.classes).parent),
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
     shell:
-        "python {input.script:q} --logits-dir {params.logits_dir:q} --experts {params.experts:q}"
+        "python {params.script:q} --logits-dir {params.logits_dir:q} --experts {params.experts:q}"
         " --data-dir {params.data_dir:q} --config {params.cfg:q} --seed {params.seed:q}"
         " --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
 
@@ -251,10 +256,11 @@ rule evaluate_rejection:
         mem_mb=4000,
         runtime=20,
     params:
+        script=SCRIPT["evaluate_rejection"],
         cfg=as_json(EXPERTS_CFG["rejection"]),
         seed=config["seed"],
     shell:
-        "python {input.script:q} --name {wildcards.predictor} --val {input.val:q} --test {input.test:q}"
+        "python {params.script:q} --name {wildcards.predictor} --val {input.val:q} --test {input.test:q}"
         " --classes {input.classes:q} --config {params.cfg:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
 
 
@@ -278,8 +284,10 @@ rule summarize_rejection:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        script=SCRIPT["summarize_rejection"],
     shell:
-        "python {input.script:q} {input.results:q} --out-json {output.metrics:q} --out-tsv {output.table:q}"
+        "python {params.script:q} {input.results:q} --out-json {output.metrics:q} --out-tsv {output.table:q}"
         " --out-png {output.plot:q} 2> {log:q}"
 
 

@@ -34,6 +34,7 @@ rule dump_dense_logits:
         mem_mb=FIDELITY["dump_mem_mb"],
         runtime=FIDELITY["dump_runtime"],
     params:
+        script=SCRIPT["dump_dense_logits"],
         source=SOURCE_ARGS,
         sample=(
             f"--tokens {FIDELITY['tokens_per_shard']} --seed {FIDELITY_SEED} "
@@ -44,7 +45,7 @@ rule dump_dense_logits:
             f"--dtype {DISTILL['dtype']} --device {DISTILL['device']}"
         ),
     shell:
-        "python {input.script:q} {params.source} --shard {input.shard:q} --output {output.summary:q} "
+        "python {params.script:q} {params.source} --shard {input.shard:q} --output {output.summary:q} "
         "--stream {wildcards.shard} {params.sample} {params.runtime} --threads {threads} 2> {log:q}"
 
 
@@ -68,9 +69,10 @@ rule fidelity_shard:
         mem_mb=2000,
         runtime=30,
     params:
+        script=SCRIPT["fidelity_report"],
         temperature=FIDELITY["temperature"],
     shell:
-        "python {input.script:q} shard --dense {input.dense:q} --logits {input.logits:q} --name shard-{wildcards.shard} "
+        "python {params.script:q} shard --dense {input.dense:q} --logits {input.logits:q} --name shard-{wildcards.shard} "
         "--temperature {params.temperature:q} --output {output:q} 2> {log:q}"
 
 
@@ -78,7 +80,7 @@ rule fidelity_report:
     """All shards: the headline table (JSON) and the plot."""
     input:
         **code("fidelity_report.py"),
-        shards=expand(rules.fidelity_shard.output[0], shard=SHARDS),
+        shards=shard_list("fidelity_shards", rules.fidelity_shard.output[0]),
     output:
         json=report(
             f"{FIDELITY_DIR}/fidelity_report.json",
@@ -98,11 +100,10 @@ rule fidelity_report:
         mem_mb=2000,
         runtime=10,
     params:
-        inputs=lambda wildcards, input: " ".join(
-            f"--input {q(p)}" for p in input.shards
-        ),
+        script=SCRIPT["fidelity_report"],
     shell:
-        "python {input.script:q} aggregate {params.inputs} --json {output.json:q} --plot {output.plot:q} 2> {log:q}"
+        "python {params.script:q} aggregate --input @{input.shards:q} --json {output.json:q} --plot {output.plot:q} "
+        "2> {log:q}"
 
 
 if FIDELITY["enabled"]:

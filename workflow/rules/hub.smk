@@ -50,9 +50,10 @@ rule hub_create_repo:
         mem_mb=512,
         runtime=15,
     params:
+        script=SCRIPT["create_hub_repo"],
         hub=as_json(HUB),
     shell:
-        "python {input.script:q} --hub {params.hub:q} --receipt {output.receipt:q} 2> {log:q}"
+        "python {params.script:q} --hub {params.hub:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule hub_preupload_shard:
@@ -74,10 +75,11 @@ rule hub_preupload_shard:
         mem_mb=1024,
         runtime=120,
     params:
+        script=SCRIPT["preupload_shard"],
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     shell:
-        "python {input.script:q} --hub {params.hub:q} --shard {input.parquet:q}"
+        "python {params.script:q} --hub {params.hub:q} --shard {input.parquet:q}"
         " --n-shards {params.n_shards:q} --repo-receipt {input.repo:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
@@ -101,12 +103,13 @@ rule hub_commit_shards:
         mem_mb=1024,
         runtime=60,
     params:
+        script=SCRIPT["commit_shards"],
         hub=as_json(HUB),
         receipt_args=lambda wc, input: " ".join(
             f"--receipt {q(r)}" for r in input.receipts
         ),
     shell:
-        "python {input.script:q} --hub {params.hub:q} {params.receipt_args} --output {output.receipt:q} 2> {log:q}"
+        "python {params.script:q} --hub {params.hub:q} {params.receipt_args} --output {output.receipt:q} 2> {log:q}"
 
 
 rule hub_render_card:
@@ -127,10 +130,11 @@ rule hub_render_card:
         mem_mb=512,
         runtime=10,
     params:
+        script=SCRIPT["render_dataset_card"],
         hub=as_json(HUB),
         config_sha256=HUB_CONFIG_SHA256,
     shell:
-        "python {input.script:q} {input.shards:q} --hub {params.hub:q}"
+        "python {params.script:q} {input.shards:q} --hub {params.hub:q}"
         " --config-sha256 {params.config_sha256:q} --output {output.card:q} 2> {log:q}"
 
 
@@ -151,10 +155,11 @@ rule hub_commit_card:
         mem_mb=512,
         runtime=15,
     params:
+        script=SCRIPT["commit_shards"],
         hub=as_json(HUB),
         after_args=lambda wc, input: " ".join(f"--after {q(r)}" for r in input.commits),
     shell:
-        "python {input.script:q} --hub {params.hub:q} --card {input.card:q} {params.after_args}"
+        "python {params.script:q} --hub {params.hub:q} --card {input.card:q} {params.after_args}"
         " --output {output.receipt:q} 2> {log:q}"
 
 
@@ -175,10 +180,11 @@ rule hub_verify_repo:
         mem_mb=512,
         runtime=30,
     params:
+        script=SCRIPT["verify_hub_repo"],
         hub=as_json(HUB),
         n_shards=HUB_N_SHARDS,
     shell:
-        "python {input.script:q} {input.shards:q} --hub {params.hub:q} --n-shards {params.n_shards:q}"
+        "python {params.script:q} {input.shards:q} --hub {params.hub:q} --n-shards {params.n_shards:q}"
         " --output {output.report:q} 2> {log:q}"
 
 

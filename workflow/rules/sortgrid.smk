@@ -73,6 +73,7 @@ rule train_sort_model:
         mem_mb=SG_RES["train_mem_mb"],
         runtime=SG_RES["train_runtime"],
     params:
+        script=SCRIPT["train_sort_model"],
         intermediate=lambda wildcards, output: " ".join(
             f"--intermediate {q(path)}" for path in output.intermediate
         ),
@@ -85,7 +86,7 @@ rule train_sort_model:
         log_every=SG_TRAIN["log_every"],
         device=SG["device"],
     shell:
-        "python {input.script:q} --final {output.final:q} {params.intermediate}"
+        "python {params.script:q} --final {output.final:q} {params.intermediate}"
         " --batch-size {params.batch_size:q} --learning-rate {params.learning_rate:q}"
         " --min-lr {params.min_lr:q} --warmup-iters {params.warmup_iters:q}"
         " --weight-decay {params.weight_decay:q} --grad-clip {params.grad_clip:q}"
@@ -114,12 +115,13 @@ rule evaluate_sort_checkpoint:
         mem_mb=SG_RES["eval_mem_mb"],
         runtime=SG_RES["eval_runtime"],
     params:
+        script=SCRIPT["evaluate_sort_model"],
         samples=SG_EVAL["samples_per_length"],
         batch_size=SG_EVAL["batch_size"],
         seed=SG_EVAL["seed"],
         device=SG["device"],
     shell:
-        "python {input.script:q} {input.checkpoint:q} --output {output.metrics:q}"
+        "python {params.script:q} {input.checkpoint:q} --output {output.metrics:q}"
         " --samples-per-length {params.samples:q} --batch-size {params.batch_size:q}"
         " --eval-seed {params.seed:q} --device {params.device:q} --threads {threads}"
         " 2> {log:q}"
@@ -154,8 +156,10 @@ rule tabulate_sort_grid:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        script=SCRIPT["tabulate_sort_grid"],
     shell:
-        "python {input.script:q} {input.evaluations:q} --table {output.table:q}"
+        "python {params.script:q} {input.evaluations:q} --table {output.table:q}"
         " --summary {output.summary:q} --plot {output.plot:q} 2> {log:q}"
 
 

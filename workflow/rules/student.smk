@@ -14,7 +14,7 @@ from logit_lineage.student import METHODS as STUDENT_METHODS
 STUDENT = config["student"]
 STUDENT_DIR = f"{RESULTS}/student"
 STUDENT_RUN = "{method}/seed-{seed}"
-STUDENT_LOGITS = expand(rules.extract_logits.output.parquet, shard=SHARDS)
+STUDENT_LOGITS = LOGITS_LIST  # the shards, as one list file
 # Each run's wall times go beside the benchmarks, out of the results, which depend on their
 # inputs alone (a rerun, or the same run on SLURM, writes the same bytes).
 STUDENT_TIMINGS = benchmarks(f"student/train_student/{STUDENT_RUN}.timings.json")
@@ -26,7 +26,10 @@ FORMAT_RUN = f"formats/{{fmt}}/{STUDENT_RUN}"
 FORMAT_RUNS = dict(fmt=list(FORMATS), method=["compressed"], seed=STUDENT["seeds"])
 FORMAT_TIMINGS = benchmarks(f"student/train_student/{FORMAT_RUN}.timings.json")
 FORMAT_LOGITS = {
-    f: expand(f"{FORMAT_DIR}/logits/shard-{{shard}}.parquet", fmt=f, shard=SHARDS)
+    f: shard_list(
+        f"student-format-{f}",
+        f"{STUDENT_DIR}/formats/{f}/logits/shard-{{shard}}.parquet",
+    )
     for f in FORMATS
 }
 # Plain strings, not params functions: evaluated once, not once per job.
@@ -35,10 +38,8 @@ STUDENT_TIMING_ARGS = " ".join(
     for p in expand(STUDENT_TIMINGS, **STUDENT_RUNS)
     + expand(FORMAT_TIMINGS, **FORMAT_RUNS)
 )
-STUDENT_LOGITS_ARGS = " ".join(f"--logits {q(p)}" for p in STUDENT_LOGITS)
-FORMAT_LOGITS_ARGS = {
-    f: " ".join(f"--logits {q(p)}" for p in paths) for f, paths in FORMAT_LOGITS.items()
-}
+STUDENT_LOGITS_ARGS = f"--logits @{q(STUDENT_LOGITS)}"
+FORMAT_LOGITS_ARGS = {f: f"--logits @{q(path)}" for f, path in FORMAT_LOGITS.items()}
 FORMAT_COMPRESS_ARGS = {
     f: (
         f"--top-p {v['top_p']} --top-p-max-elements {v['top_p_max_elements']} "
@@ -75,6 +76,7 @@ rule prepare_student_data:
         mem_mb=4000,
         runtime=30,
     params:
+        script=SCRIPT["prepare_student_data"],
         source=" ".join(
             filter(
                 None,
@@ -95,7 +97,7 @@ rule prepare_student_data:
             + opt("--max-train-examples", STUDENT["max_train_examples"])
         ),
     shell:
-        "python {input.script:q} {params.source} {params.logits} {params.split} --output {output:q} 2> {log:q}"
+        "python {params.script:q} {params.source} {params.logits} {params.split} --output {output:q} 2> {log:q}"
 
 
 rule train_student:
@@ -125,6 +127,7 @@ rule train_student:
         mem_mb=STUDENT["train_mem_mb"],
         runtime=STUDENT["train_runtime"],
     params:
+        script=SCRIPT["train_student"],
         label="",
         teacher=STUDENT_TEACHER_ARGS,
         logits=STUDENT_LOGITS_ARGS,
@@ -139,7 +142,7 @@ rule train_student:
         ),
         device=STUDENT["device"],
     shell:
-        "python {input.script:q} --method {wildcards.method:q} --seed {wildcards.seed:q} "
+        "python {params.script:q} --method {wildcards.method:q} --seed {wildcards.seed:q} "
         "--examples {input.examples:q} {params.logits} {params.label} {params.teacher} {params.training} {params.model} "
         "--device {params.device:q} --threads {threads} "
         "--checkpoint {output.checkpoint:q} --output {output.eval:q} --timings {output.timings:q} "
@@ -157,6 +160,7 @@ use rule extract_logits as extract_student_format with:
         fmt=FORMAT_NAMES,
         shard=r"\d+",
     params:
+        script=rules.extract_logits.params.script,
         source=SOURCE_ARGS,
         compress=lambda wildcards: FORMAT_COMPRESS_ARGS[wildcards.fmt],
         batching=rules.extract_logits.params.batching,
@@ -183,6 +187,7 @@ use rule train_student as train_student_format with:
         method="compressed",
         seed=r"\d+",
     params:
+        script=rules.train_student.params.script,
         label=lambda wildcards: f"--format-label {q(wildcards.fmt)}",
         teacher=rules.train_student.params.teacher,
         logits=lambda wildcards: FORMAT_LOGITS_ARGS[wildcards.fmt],
@@ -229,9 +234,10 @@ rule tabulate_students:
         mem_mb=1000,
         runtime=5,
     params:
+        script=SCRIPT["tabulate_students"],
         timings=STUDENT_TIMING_ARGS,
     shell:
-        "python {input.script:q} {input.evaluations:q} --table {output.table:q} "
+        "python {params.script:q} {input.evaluations:q} --table {output.table:q} "
         "--summary {output.summary:q} --plot {output.plot:q} --timings {output.timings:q} "
         "{params.timings} 2> {log:q}"
 
