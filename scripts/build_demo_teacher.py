@@ -12,22 +12,25 @@ import torch
 
 from logit_lineage.common.atomic import atomic_dir
 from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.demo.teacher import build_model, render, train, train_tokenizer
+
+DEFAULTS = schema_defaults("demo")  # the config's defaults: one home, the schemas
 
 
 @click.command(help=__doc__)
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Conversations parquet (from make_demo_dataset.py).")
 @click.option("--output-dir", type=click.Path(file_okay=False), required=True)
-@click.option("--vocab-size", type=int, default=1024, show_default=True)
-@click.option("--hidden-size", type=int, default=96, show_default=True)
-@click.option("--num-layers", type=int, default=2, show_default=True)
-@click.option("--num-heads", type=int, default=4, show_default=True)
-@click.option("--steps", type=int, default=300, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--max-len", type=int, default=1024, show_default=True)
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--vocab-size", type=int, default=DEFAULTS["vocab_size"], show_default=True)
+@click.option("--hidden-size", type=int, default=DEFAULTS["hidden_size"], show_default=True)
+@click.option("--num-layers", type=int, default=DEFAULTS["num_layers"], show_default=True)
+@click.option("--num-heads", type=int, default=DEFAULTS["num_heads"], show_default=True)
+@click.option("--steps", type=int, default=DEFAULTS["train_steps"], show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS["train_batch_size"], show_default=True)
+@click.option("--lr", type=float, default=DEFAULTS["learning_rate"], show_default=True)
+@click.option("--max-len", type=int, default=schema_defaults("distill")["max_seq_len"], show_default=True)
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @main_guard
 def main(dataset, output_dir, vocab_size, hidden_size, num_layers, num_heads, steps, batch_size, lr,

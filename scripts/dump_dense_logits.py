@@ -19,10 +19,14 @@ import click
 import torch
 
 from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 from logit_lineage.fidelity.dense import dense_logits, sample_tokens
 from logit_lineage.formats.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
+
+DISTILL = schema_defaults("distill")  # the config's defaults: one home, the schemas
+FIDELITY = schema_defaults("fidelity")
 
 
 @click.command(help=__doc__)
@@ -31,18 +35,18 @@ from logit_lineage.formats.dense_dump import DTYPES, DenseEntry, dump_paths, wri
               help="Shard rows parquet from make_shards.py.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True,
               help="Summary path, ending in .json.gz; the .safetensors and .metadata.json go beside it.")
-@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Kept tokens to sample from the shard (all of them if it has fewer).")
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=FIDELITY["tokens_per_shard"],
+              show_default=True, help="Kept tokens to sample from the shard (all of them if it has fewer).")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
 @click.option("--stream", type=click.IntRange(min=0), default=0, show_default=True,
               help="Second seed component (the workflow passes the shard number).")
-@click.option("--store-dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
-              help="dtype of the stored logits.")
-@click.option("--token-budget", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+@click.option("--store-dtype", type=click.Choice(sorted(DTYPES)), default=FIDELITY["dense_dtype"],
+              show_default=True, help="dtype of the stored logits.")
+@click.option("--token-budget", type=click.IntRange(min=1), default=DISTILL["token_budget"], show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=DISTILL["max_batch_size"], show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=DISTILL["dtype"],
               show_default=True, help="Teacher weights dtype (use the extraction's).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=DISTILL["device"], show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @main_guard
 def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, limit, exclude_think,

@@ -9,6 +9,7 @@ import numpy as np
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.experts.config import parse_json
 from logit_lineage.experts.data_file import read_classes
 from logit_lineage.experts.evaluate import METHODS, evaluate_predictor, rejection_spec
@@ -33,7 +34,8 @@ one JSON file.""")
 @click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False), help="npz of the test split.")
 @click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False), help="classes.json (head/tail groups).")
 @click.option("--config", "config_json", default="{}", show_default=True, help="JSON of the experts.rejection config section.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the val halving used by Algorithm 2.")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
+              help="Seed of the val halving used by Algorithm 2.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSON.")
 @main_guard
 def main(name, val_path, test_path, classes_path, config_json, seed, out):

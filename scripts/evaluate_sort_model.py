@@ -14,17 +14,24 @@ from pathlib import Path
 import click
 
 from logit_lineage.common.cli import main_guard
+from logit_lineage.common.schema import schema_defaults
+
+SORTGRID = schema_defaults("sortgrid")  # the config's defaults: one home, the schema
+EVALUATION = SORTGRID["evaluation"]
 
 
 @click.command(help=__doc__)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Evaluation JSON to write.")
-@click.option("--samples-per-length", type=int, default=100, show_default=True, help="Test sequences per K.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Sequences per forward pass.")
-@click.option("--eval-seed", type=int, default=0, show_default=True, help="Seed of the test sets (same for every checkpoint).")
+@click.option("--samples-per-length", type=int, default=EVALUATION["samples_per_length"], show_default=True,
+              help="Test sequences per K.")
+@click.option("--batch-size", type=int, default=EVALUATION["batch_size"], show_default=True,
+              help="Sequences per forward pass.")
+@click.option("--eval-seed", type=int, default=EVALUATION["seed"], show_default=True,
+              help="Seed of the test sets (same for every checkpoint).")
 @click.option("--test-min-k", type=int, default=None, help="Override the name's smallest test K.")
 @click.option("--test-max-k", type=int, default=None, help="Override the name's largest test K.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
+@click.option("--device", default=SORTGRID["device"], show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @main_guard
 def main(checkpoint, output, samples_per_length, batch_size, eval_seed, test_min_k, test_max_k, device, threads):

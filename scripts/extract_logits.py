@@ -21,6 +21,7 @@ import click
 import torch
 
 from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard, partial_lock
 from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
@@ -28,6 +29,7 @@ from logit_lineage.formats.fingerprints import shard_fingerprints
 from logit_lineage.formats.indices import high_bits_for_vocab
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
+DEFAULTS = schema_defaults("distill")  # the config's defaults: one home, the schema
 QUANTIZATION = {
     "2": "uint16 per-row min/max",
     "3": "uint8 log-probability codes (nucleus step 1/16, tail step 1/8 nat), unbiased randomized rounding",
@@ -39,22 +41,24 @@ QUANTIZATION = {
 @click.option("--shard", "shard_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Shard rows parquet from make_shards.py.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.98, show_default=True)
-@click.option("--top-p-max-elements", type=click.IntRange(1, 255), default=100, show_default=True)
-@click.option("--sampled-n", type=click.IntRange(0, 255), default=24, show_default=True)
-@click.option("--seed", type=int, default=1337, show_default=True)
-@click.option("--format-version", type=click.Choice(["2", "3"]), default="2", show_default=True,
-              help="Compressed-logits format to write (docs/FORMAT.md).")
-@click.option("--token-budget", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=DEFAULTS["top_p"], show_default=True)
+@click.option("--top-p-max-elements", type=click.IntRange(1, 255), default=DEFAULTS["top_p_max_elements"],
+              show_default=True)
+@click.option("--sampled-n", type=click.IntRange(0, 255), default=DEFAULTS["sampled_n"], show_default=True)
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
+@click.option("--format-version", type=click.Choice(["2", "3"]), default=str(DEFAULTS["format_version"]),
+              show_default=True, help="Compressed-logits format to write (docs/FORMAT.md).")
+@click.option("--token-budget", type=click.IntRange(min=1), default=DEFAULTS["token_budget"], show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=DEFAULTS["max_batch_size"], show_default=True)
 @click.option("--head-chunk-rows", type=click.IntRange(min=1), default=None,
               help="Positions per lm-head chunk (default: ~4M logits per chunk on CPU, ~64M on GPU).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=DEFAULTS["dtype"],
+              show_default=True)
+@click.option("--device", default=DEFAULTS["device"], show_default=True)
+@click.option("--gpus", type=click.IntRange(min=1), default=DEFAULTS["gpus_per_job"], show_default=True,
               help="Split the teacher over this many CUDA devices (layers balanced, lm head on the first).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--verify-mask", "verify_rows", type=int, default=0, show_default=True,
+@click.option("--verify-mask", "verify_rows", type=int, default=DEFAULTS["verify_mask_rows"], show_default=True,
               help="Print what the assistant mask selects for this many rows.")
 @click.option("--max-runtime-minutes", type=float, default=None,
               help="Stop after this long, keeping progress for the rerun (exit 75).")

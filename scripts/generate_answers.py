@@ -38,9 +38,9 @@ DEFAULTS = schema_defaults("distill", "generate")
               help="Nucleus sampling of the answers.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              default=schema_defaults("distill")["dtype"], show_default=True)
+@click.option("--device", default=schema_defaults("distill")["device"], show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True, help="Conversations parquet.")
 @main_guard

@@ -5,15 +5,16 @@ from __future__ import annotations
 import click
 
 from logit_lineage.common.cli import log, main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.demo.conversations import make_dataset
 from logit_lineage.demo.dataset_file import write_conversations
 
 
 @click.command(help=__doc__ + "\n\nWrites a parquet with a `messages` column (list of {role, content}).")
 @click.option("--n", "n_conversations", type=click.IntRange(min=1), required=True, help="Number of chats.")
-@click.option("--seed", type=int, default=1337, show_default=True)
-@click.option("--think-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="Fraction of assistant turns that open with a <think>…</think> span.")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
+@click.option("--think-fraction", type=click.FloatRange(0, 1), default=schema_defaults("demo")["think_fraction"],
+              show_default=True, help="Fraction of assistant turns that open with a <think>…</think> span.")
 @click.option("--output", type=click.Path(dir_okay=False), required=True)
 @main_guard
 def main(n_conversations, seed, think_fraction, output):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from logit_lineage.common.cli import main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.experts.config import parse_json
 from logit_lineage.experts.data import build_dataset
 from logit_lineage.experts.data_file import DATA_SPLITS, write_classes, write_split
@@ -23,7 +24,8 @@ features_dir (train.npz, tunev.npz, val.npz, test.npz; keys x [N, D], y [N]) and
 them. Writes OUT_DIR/<split>.npz and OUT_DIR/classes.json (class counts, prior, head/tail
 groups: head = more than head_threshold training examples).""")
 @click.option("--config", "config_json", required=True, help="JSON of the experts.data config section.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the generated data.")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
+              help="Seed of the generated data.")
 @click.option("--labels-only", is_flag=True, help="Features may be absent (logits are imported, not recomputed).")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the npz files and classes.json.")
 @main_guard

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from logit_lineage.common.cli import main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.experts.checkpoint import save_checkpoint
 from logit_lineage.experts.config import build, check_expert_names, parse_json
 from logit_lineage.experts.data_file import read_classes, read_split
@@ -25,7 +26,8 @@ model config, so recompute_expert_logits.py can rebuild the network; nothing is 
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Output folder of make_longtail_data.py.")
 @click.option("--model-config", default="{}", show_default=True, help="JSON of the experts.model config section.")
 @click.option("--train-config", default="{}", show_default=True, help="JSON of the experts.training config section.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Global seed; the expert's own seed derives from it and its name.")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
+              help="Global seed; the expert's own seed derives from it and its name.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint path (.safetensors).")
 @main_guard

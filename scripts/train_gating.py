@@ -9,6 +9,7 @@ import numpy as np
 
 from logit_lineage.common.atomic import write_json
 from logit_lineage.common.cli import main_guard
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.experts.checkpoint import save_checkpoint
 from logit_lineage.experts.config import build, check_expert_names, parse_json
 from logit_lineage.experts.data_file import read_classes
@@ -33,7 +34,8 @@ tunev with the class-balanced loss -c_y log eta_y. Writes OUT_DIR/gating.safeten
 @click.option("--experts", "experts_csv", required=True, help="Comma-separated expert names, in mixing order.")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Output folder of make_longtail_data.py (labels, classes.json).")
 @click.option("--config", "config_json", default="{}", show_default=True, help="JSON of the experts.gating config section.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of the gating initialisation and batch order.")
+@click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
+              help="Seed of the gating initialisation and batch order.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the gating outputs.")
 @main_guard

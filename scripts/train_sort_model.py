@@ -7,9 +7,12 @@ tree (<with_layernorm|without_layernorm>/<dynamic|fixed>/<group>/task_XXXX/seed<
 tree must agree with the name and gives the seed. Each --intermediate file
 (Checkpoint_..._iters<N>.pt, same run) is written after N optimizer steps.
 
-Example (the headline configuration, 1 layer, no MLP, LayerNorm, trained on K=4):
+Defaults are the sortgrid config section's (a short CPU run); seed 004's optimization is
+--batch-size 4096 --learning-rate 1e-4 --warmup-iters 400 (config/sort_grid_full.yaml).
 
-  python scripts/train_sort_model.py --device auto \\
+Example (the headline configuration, 1 layer, no MLP, LayerNorm, trained on K=4, seed 004's settings):
+
+  python scripts/train_sort_model.py --device auto --batch-size 4096 --learning-rate 1e-4 --warmup-iters 400 \\
     --final runs/with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337/Final_N128_d128_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK17to32_nodup1_iters40000.pt \\
     --intermediate runs/with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337/Checkpoint_N128_d128_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK17to32_nodup1_iters20001.pt
 
@@ -24,8 +27,12 @@ import click
 
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.sortgrid.names import parse_checkpoint_name
 from logit_lineage.sortgrid.tree import parse_checkpoint_path
+
+SORTGRID = schema_defaults("sortgrid")  # the config's defaults: one home, the schema
+TRAINING = SORTGRID["training"]
 
 
 def _run_of(final: Path, seed: int | None):
@@ -47,15 +54,20 @@ def _run_of(final: Path, seed: int | None):
 @click.option("--intermediate", "intermediate_paths", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint_<...>_iters<M>.pt of the same run, written after M steps (repeatable).")
 @click.option("--seed", type=int, default=None, help="Training seed; default: the seed<S> directory.")
-@click.option("--batch-size", type=int, default=4096, show_default=True, help="Sequences per step.")
-@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--min-lr", type=float, default=1e-6, show_default=True, help="Learning rate at the end of the cosine decay.")
-@click.option("--warmup-iters", type=int, default=400, show_default=True, help="Linear warmup steps.")
-@click.option("--weight-decay", type=float, default=0.1, show_default=True, help="AdamW weight decay of matrices.")
-@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Gradient norm clip (0: off).")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=TRAINING["batch_size"], show_default=True, help="Sequences per step.")
+@click.option("--learning-rate", type=float, default=TRAINING["learning_rate"], show_default=True,
+              help="Peak AdamW learning rate.")
+@click.option("--min-lr", type=float, default=TRAINING["min_lr"], show_default=True,
+              help="Learning rate at the end of the cosine decay.")
+@click.option("--warmup-iters", type=int, default=TRAINING["warmup_iters"], show_default=True, help="Linear warmup steps.")
+@click.option("--weight-decay", type=float, default=TRAINING["weight_decay"], show_default=True,
+              help="AdamW weight decay of matrices.")
+@click.option("--grad-clip", type=float, default=TRAINING["grad_clip"], show_default=True,
+              help="Gradient norm clip (0: off).")
+@click.option("--device", default=SORTGRID["device"], show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--log-every", type=int, default=250, show_default=True, help="Log loss and it/s every N steps.")
+@click.option("--log-every", type=int, default=TRAINING["log_every"], show_default=True,
+              help="Log loss and it/s every N steps.")
 @main_guard
 def main(final_path, intermediate_paths, seed, batch_size, learning_rate, min_lr, warmup_iters,
          weight_decay, grad_clip, device, threads, log_every):

@@ -128,3 +128,19 @@ def test_answer_generation_settings():
     expected.pop("prompts")  # a path, not a setting of the sampler
     settings = dataclasses.asdict(GenerationSettings(seed=1))
     assert settings.pop("seed") == 1 and settings == expected
+
+
+def test_sort_grid_settings():
+    from logit_lineage.sortgrid.model import SortModelConfig
+    from logit_lineage.sortgrid.train import TrainSettings
+
+    sortgrid = workflow_defaults("sortgrid")
+    training = dict(sortgrid["training"])
+    training.pop("checkpoint_iters")  # the caller names its intermediate checkpoints: none by default
+    settings = dataclasses.asdict(TrainSettings())
+    assert settings.pop("checkpoint_iters") == () and settings.pop("betas") == (0.9, 0.95)
+    assert settings == training
+    model = SortModelConfig()
+    assert {k: getattr(model, k) for k in ("vocab_n", "n_embd", "n_heads", "without_pos")} == {
+        k: sortgrid[k] for k in ("vocab_n", "n_embd", "n_heads", "without_pos")}
+    assert model.max_seq_len == 2 * sortgrid["test_max_k"] + 1

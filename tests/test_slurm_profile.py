@@ -33,7 +33,7 @@ def test_real_profile_routes_gpu_rules_to_gpu_partition():
     assert set(per_rule) == SPEC_GPU_RULES
     for rule, res in per_rule.items():
         assert res["slurm_partition"] == "'gpu'", rule
-        if rule == "extract_logits":  # the rule asks for distill.gpus_per_job GPUs itself
+        if rule in ("extract_logits", "extract_student_format"):  # distill.gpus_per_job GPUs, its own
             assert "gpu" not in res, rule
         else:
             assert res["gpu"] == "1", rule

@@ -23,7 +23,8 @@ SLURM_DIR = Path(os.environ.get("LINEAGE_SLURM_DIR", "/tmp/lineage-slurm"))
 TEST_SITE = {"CPU_PARTITION": "cpu", "GPU_PARTITION": "gpu", "ACCOUNT": "lineage"}
 # The rules the spec sends to a GPU partition (SPEC section 3: extraction, dense dumps,
 # sort-grid training, expert training).
-SPEC_GPU_RULES = {"extract_logits", "dump_dense_logits", "train_sort_model", "train_expert", "train_student"}
+SPEC_GPU_RULES = {"extract_logits", "dump_dense_logits", "train_sort_model", "train_expert", "train_student",
+                  "extract_student_format", "train_student_format"}
 
 
 def site_profile_text(site: dict[str, str], text: str | None = None) -> str:

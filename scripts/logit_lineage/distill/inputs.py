@@ -5,24 +5,26 @@ import click
 import numpy as np
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_conversation
 
 
 def source_options(func):
     """The teacher, dataset and mask options every chain-A script shares (named as the config keys)."""
+    defaults = schema_defaults("distill")  # the config's defaults: one home, the schema
     options = [
         click.option("--teacher", required=True, help="Hub id or local directory of the teacher."),
         click.option("--revision", default=None, help="Teacher revision (Hub branch, tag or commit)."),
         click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Jinja chat template with {% generation %} markers, instead of the tokenizer's."),
         click.option("--dataset", required=True, help="Hub dataset id or local .parquet/.jsonl/.json."),
-        click.option("--split", default="train", show_default=True),
+        click.option("--split", default=defaults["dataset_split"], show_default=True),
         click.option("--dataset-config", default=None),
-        click.option("--messages-column", default="messages", show_default=True),
+        click.option("--messages-column", default=defaults["messages_column"], show_default=True),
         click.option("--limit", type=int, default=None, help="Use only the first N rows (the same in every step)."),
-        click.option("--exclude-think/--keep-think", default=False, show_default=True,
+        click.option("--exclude-think/--keep-think", default=defaults["exclude_think"], show_default=True,
                      help="Leave <think>…</think> spans out of the kept positions."),
-        click.option("--exclude-eot/--keep-eot", default=False, show_default=True,
+        click.option("--exclude-eot/--keep-eot", default=defaults["exclude_eot"], show_default=True,
                      help="Leave end-of-turn tokens out of the kept positions."),
         click.option("--eot-token", "eot_tokens", multiple=True, help="Extra end-of-turn token (repeatable)."),
     ]

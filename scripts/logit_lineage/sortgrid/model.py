@@ -16,18 +16,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import defaults_from_schema, schema_defaults
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("sortgrid")  # vocab_n, n_embd, n_heads, without_pos: the defaults' one home, the schema
 class SortModelConfig:
-    vocab_n: int = 128  # numbers 0..vocab_n-1; token vocab_n is the separator
-    n_embd: int = 128
-    n_heads: int = 1
+    vocab_n: int  # numbers 0..vocab_n-1; token vocab_n is the separator
+    n_embd: int
+    n_heads: int
     n_layers: int = 1
     use_mlp: bool = False
     use_layernorm: bool = True
-    without_pos: bool = True
-    max_seq_len: int = 65  # only bounds the positional table when it exists
+    without_pos: bool
+    # Only bounds the positional table when it exists: long enough for the longest test sequence.
+    max_seq_len: int = 2 * schema_defaults("sortgrid")["test_max_k"] + 1
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_heads:

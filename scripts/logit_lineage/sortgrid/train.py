@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.schema import defaults_from_schema
 from logit_lineage.sortgrid.checkpoint import save_sort_checkpoint
 from logit_lineage.sortgrid.data import LengthSampler, inputs_and_targets, sample_sequences
 from logit_lineage.sortgrid.model import SortGPT, SortModelConfig
@@ -21,16 +22,18 @@ log = logging.getLogger("logit_lineage")
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("sortgrid", "training")  # max_iters … log_every: the defaults' one home, the schema
 class TrainSettings:
     max_iters: int
-    batch_size: int = 4096
-    learning_rate: float = 1e-4
-    min_lr: float = 1e-6
-    warmup_iters: int = 400
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    log_every: int = 250
+    batch_size: int
+    learning_rate: float
+    min_lr: float
+    warmup_iters: int
+    weight_decay: float
+    grad_clip: float
+    betas: tuple[float, float] = (0.9, 0.95)  # not a config key
+    log_every: int
+    # Not the config's [250]: the caller names its intermediate checkpoints (none by default).
     checkpoint_iters: tuple[int, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
