@@ -27,7 +27,7 @@ import click
 
 from logit_lineage.common.cli import log, main_guard, paths_option
 from logit_lineage.common.schema import schema_defaults
-from logit_lineage.student import METHODS
+from logit_lineage.student import METHODS, SHARD_METHODS
 
 DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the schema
 
@@ -137,7 +137,7 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         "heldout": held,
     })
     shards_used = (f" on {format_label} (format {stored['format_version']}, {stored['bytes_per_token']:.1f} B/token)"
-                   if method in ("compressed", "topk") else "")
+                   if method in SHARD_METHODS else "")
     line = (f"{method}{shards_used} seed {seed}: {result.steps} steps, "
             f"{result.tokens} tokens in {result.seconds:.1f} s; "
             f"held-out KL to teacher {held['kl_to_teacher']:.4f}, CE {held['ce']:.4f}, "

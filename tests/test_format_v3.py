@@ -76,8 +76,8 @@ def test_tail_codes_make_the_weight_unbiased(lp, kappa):
     kappa_hat = np.float64(np.float32(kappa))
     c = codes.encode_tail(np.full(n, lp), np.array([n]), np.array([kappa]), np.array([kappa_hat]),
                           np.random.default_rng(5))
-    w_hat = codes.weight_of(codes.decode(c, codes.TAIL_STEP), kappa_hat)
-    w = codes.weight_of(np.array([lp]), np.array([kappa]))[0]
+    w_hat = codes.tail_weights(codes.decode(c, codes.TAIL_STEP), kappa_hat)
+    w = codes.tail_weights(np.array([lp]), np.array([kappa]))[0]
     se = w_hat.std() / np.sqrt(n)
     # float32 rounding of κ is the only bias left (documented: relative ≤ 6e-8·|κ|).
     assert abs(w_hat.mean() - w) <= 3 * se + 1e-7 * w

@@ -95,6 +95,21 @@ def code(name):
     return {"code": f"{RESULTS}/code/{stem}.sha256"}
 
 
+def compress_args(settings):
+    """extract_logits.py's compression options from a section with top_p,
+    top_p_max_elements, sampled_n and format_version (distill, or a student.formats entry);
+    --format-version only when not 2, the script's default (a v2 job's command stays as it was).
+    """
+    return (
+        f"--top-p {settings['top_p']} --top-p-max-elements {settings['top_p_max_elements']} "
+        f"--sampled-n {settings['sampled_n']} --seed {config['seed']} "
+        + opt(
+            "--format-version",
+            None if settings["format_version"] == 2 else settings["format_version"],
+        )
+    )
+
+
 def _local_module(name):
     """The file under scripts/ that module `name` resolves to, if it is one of ours."""
     base = SCRIPTS_DIR.joinpath(*name.split("."))

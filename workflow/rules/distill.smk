@@ -195,14 +195,7 @@ rule extract_logits:
     params:
         script=SCRIPT["extract_logits"],
         source=SOURCE_ARGS,
-        compress=(
-            f"--top-p {DISTILL['top_p']} --top-p-max-elements {DISTILL['top_p_max_elements']} "
-            f"--sampled-n {DISTILL['sampled_n']} --seed {config['seed']} "
-            + opt(
-                "--format-version",
-                None if DISTILL["format_version"] == 2 else DISTILL["format_version"],
-            )
-        ),
+        compress=compress_args(DISTILL),
         batching=(
             f"--token-budget {DISTILL['token_budget']} --max-batch-size {DISTILL['max_batch_size']} "
             + opt("--head-chunk-rows", DISTILL["head_chunk_rows"])

@@ -21,15 +21,12 @@ STUDENT_TIMINGS = benchmarks(f"student/train_student/{STUDENT_RUN}.timings.json"
 STUDENT_RUNS = dict(method=STUDENT["methods"], seed=STUDENT["seeds"])
 # Format variants (student.formats): each extracted again and learnt by method compressed.
 FORMATS = STUDENT["formats"] if "compressed" in STUDENT["methods"] else {}
-FORMAT_DIR = f"{STUDENT_DIR}/formats/{{fmt}}"
+FORMAT_SHARD = f"{STUDENT_DIR}/formats/{{fmt}}/logits/shard-{{shard}}.parquet"
 FORMAT_RUN = f"formats/{{fmt}}/{STUDENT_RUN}"
 FORMAT_RUNS = dict(fmt=list(FORMATS), method=["compressed"], seed=STUDENT["seeds"])
 FORMAT_TIMINGS = benchmarks(f"student/train_student/{FORMAT_RUN}.timings.json")
 FORMAT_LOGITS = {
-    f: shard_list(
-        f"student-format-{f}",
-        f"{STUDENT_DIR}/formats/{f}/logits/shard-{{shard}}.parquet",
-    )
+    f: shard_list(f"student-format-{f}", FORMAT_SHARD.replace("{fmt}", f))
     for f in FORMATS
 }
 # Plain strings, not params functions: evaluated once, not once per job.
@@ -40,14 +37,7 @@ STUDENT_TIMING_ARGS = " ".join(
 )
 STUDENT_LOGITS_ARGS = f"--logits @{q(STUDENT_LOGITS)}"
 FORMAT_LOGITS_ARGS = {f: f"--logits @{q(path)}" for f, path in FORMAT_LOGITS.items()}
-FORMAT_COMPRESS_ARGS = {
-    f: (
-        f"--top-p {v['top_p']} --top-p-max-elements {v['top_p_max_elements']} "
-        f"--sampled-n {v['sampled_n']} --seed {config['seed']} "
-        f"--format-version {v['format_version']}"
-    )
-    for f, v in FORMATS.items()
-}
+FORMAT_COMPRESS_ARGS = {f: compress_args(v) for f, v in FORMATS.items()}
 FORMAT_NAMES = "|".join(re.escape(f) for f in FORMATS) or "^$"
 STUDENT_TEACHER_ARGS = " ".join(
     filter(
@@ -151,7 +141,7 @@ rule train_student:
 
 use rule extract_logits as extract_student_format with:
     output:
-        parquet=f"{FORMAT_DIR}/logits/shard-{{shard}}.parquet",
+        parquet=FORMAT_SHARD,
     log:
         logs(f"student/extract_student_format/{{fmt}}/shard-{{shard}}.log"),
     benchmark:
@@ -201,9 +191,9 @@ rule tabulate_students:
     input:
         **code("tabulate_students.py"),
         evaluations=expand(rules.train_student.output.eval, **STUDENT_RUNS)
-        + expand(f"{STUDENT_DIR}/{FORMAT_RUN}/eval.json", **FORMAT_RUNS),
+        + expand(rules.train_student_format.output.eval, **FORMAT_RUNS),
         timings=expand(rules.train_student.output.timings, **STUDENT_RUNS)
-        + expand(FORMAT_TIMINGS, **FORMAT_RUNS),
+        + expand(rules.train_student_format.output.timings, **FORMAT_RUNS),
     output:
         table=report(
             f"{STUDENT_DIR}/student_table.csv",

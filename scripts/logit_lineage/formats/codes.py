@@ -37,15 +37,16 @@ def rounding_rng(seed: int, example_index: int) -> np.random.Generator:
 
 
 def log_inclusion(logprobs, threshold) -> np.ndarray:
-    """log q = log(1 − exp(−exp(log p − κ))) (float64), stable at both ends; κ = −inf
-    (the whole tail stored) gives log q = 0."""
+    """log q = log(1 − exp(−exp(log p − κ))) (float64), stable at both ends: −expm1 keeps
+    full precision for tiny exp(log p − κ), and below exp's range (log p − κ < −700)
+    log q = log p − κ. κ = −inf gives log q = 0 (q = 1: the whole tail was kept)."""
     d = np.asarray(logprobs, dtype=np.float64) - np.asarray(threshold, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(d < -700.0, d, np.log(-np.expm1(-np.exp(np.clip(d, -700.0, 700.0)))))
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where(d < -700.0, d, np.log(-np.expm1(-np.exp(np.maximum(d, -700.0)))))
 
 
-def weight_of(logprobs, threshold) -> np.ndarray:
-    """Tail weight p / q as exp(log p − log q) (float64)."""
+def tail_weights(logprobs, threshold) -> np.ndarray:
+    """w = p / q for tail samples, computed as exp(log p − log q) (float64); ≈ e^κ for p ≪ e^κ."""
     lp = np.asarray(logprobs, dtype=np.float64)
     return np.exp(lp - log_inclusion(lp, threshold))
 
@@ -55,20 +56,18 @@ def decode(codes, step: float) -> np.ndarray:
     return -np.asarray(codes, dtype=np.float64) * step
 
 
-def _neighbours(logprobs: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower code, upper code, clamped) around x = −log p / step; codes in 0…MAX_CODE."""
+def _neighbours(logprobs: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lower code, upper code) around x = −log p / step, clamped to 0…MAX_CODE."""
     x = -np.asarray(logprobs, dtype=np.float64) / step
-    clamped = ~(x <= MAX_CODE)  # beyond the grid, or NaN
     x = np.clip(np.nan_to_num(x, nan=MAX_CODE, posinf=MAX_CODE), 0.0, MAX_CODE)
     lo = np.floor(x)
-    hi = np.minimum(lo + 1, MAX_CODE)
-    return lo, hi, clamped
+    return lo, np.minimum(lo + 1, MAX_CODE)
 
 
 def encode_nucleus(logprobs, rng: np.random.Generator) -> np.ndarray:
     """uint8 codes of nucleus log-probabilities (≤ 0) with E[exp(decode(c))] = p."""
     lp = np.asarray(logprobs, dtype=np.float64)
-    lo, hi, _ = _neighbours(lp, NUCLEUS_STEP)
+    lo, hi = _neighbours(lp, NUCLEUS_STEP)
     p_lo, p_hi = np.exp(decode(lo, NUCLEUS_STEP)), np.exp(decode(hi, NUCLEUS_STEP))
     with np.errstate(divide="ignore", invalid="ignore"):
         # P(hi) = (p_lo − p) / (p_lo − p_hi); clamped values sit on a grid point.
@@ -89,10 +88,10 @@ def encode_tail(logprobs, counts, threshold, threshold_stored, rng: np.random.Ge
     counts = np.asarray(counts, dtype=np.int64)
     kappa = np.repeat(np.asarray(threshold, dtype=np.float64), counts)
     kappa_hat = np.repeat(np.asarray(threshold_stored, dtype=np.float64), counts)
-    lo, hi, _ = _neighbours(lp, TAIL_STEP)
-    w = weight_of(lp, kappa)
-    w_lo = weight_of(decode(lo, TAIL_STEP), kappa_hat)  # the larger weight (larger p)
-    w_hi = weight_of(decode(hi, TAIL_STEP), kappa_hat)
+    lo, hi = _neighbours(lp, TAIL_STEP)
+    w = tail_weights(lp, kappa)
+    w_lo = tail_weights(decode(lo, TAIL_STEP), kappa_hat)  # the larger weight (larger p)
+    w_hi = tail_weights(decode(hi, TAIL_STEP), kappa_hat)
     with np.errstate(divide="ignore", invalid="ignore"):
         up = np.where(w_lo > w_hi, (w_lo - w) / (w_lo - w_hi), np.nan)
     # Flat between the two codes (to float64 precision): keep the nearer one.

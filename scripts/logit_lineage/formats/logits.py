@@ -78,6 +78,12 @@ SCHEMA_V3 = pa.schema(
 SCHEMAS = {2: SCHEMA, 3: SCHEMA_V3}
 
 
+def version_of_columns(names) -> int:
+    """The format version a table with these column names claims: a `top_codes` column is
+    version 3's alone (its columns and types are then checked against SCHEMAS[version])."""
+    return 3 if "top_codes" in names else 2
+
+
 @dataclass
 class ExampleRecord:
     """One example's kept tokens before encoding (raw float32 logits)."""
@@ -367,8 +373,8 @@ class LogitsShard:
     @classmethod
     def from_table(cls, table: pa.Table, params: dict, source: str | Path = "<table>") -> "LogitsShard":
         """Rows already in memory (e.g. a batch streamed by `datasets`), with the params of
-        the shards they came from; the caller has checked the columns (a `top_codes`
-        column makes it version 3)."""
+        the shards they came from; the caller has checked the columns (`version_of_columns`
+        tells the version)."""
         shard = cls.__new__(cls)
         shard._setup(table, params, Path(source))
         return shard
@@ -376,7 +382,7 @@ class LogitsShard:
     def _setup(self, table: pa.Table, params: dict, path: Path) -> None:
         self.path = path
         self.table, self.params = table, params
-        self.version = 3 if "top_codes" in table.column_names else 2
+        self.version = version_of_columns(table.column_names)
         schema = SCHEMAS[self.version]
         self.high_bits = int(self.params["index_high_bits"])
         self._cols = {

@@ -23,7 +23,7 @@ import torch
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.formats.fingerprints import check_student_tokenizer
-from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata
+from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata, version_of_columns
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
 
 # Params every shard of one dataset must share (the rest, a shard number say, may differ).
@@ -100,14 +100,14 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
 
 
 def _check_table(table: pa.Table, source: str) -> None:
-    """The streamed table has the columns of its format version (a `top_codes` column makes it
-    version 3) with that version's value types (list field names and list/large_list may
+    """The streamed table has the columns of its format version (`version_of_columns`) with
+    that version's value types (list field names and list/large_list may
     differ after a round trip through `datasets`)."""
 
     def core(t: pa.DataType):
         return ("list", core(t.value_type)) if pa.types.is_list(t) or pa.types.is_large_list(t) else str(t)
 
-    version = 3 if "top_codes" in table.column_names else 2
+    version = version_of_columns(table.column_names)
     for field in SCHEMAS[version]:
         if field.name not in table.column_names:
             raise LineageError(f"column '{field.name}' missing (columns: {table.column_names})", path=source)

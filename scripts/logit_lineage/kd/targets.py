@@ -21,25 +21,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from logit_lineage.formats.codes import tail_weights  # the format's own weight math
+
 # Keys of one example's flat targets (what `example_targets` returns and `collate_targets` pads).
 PER_TOKEN = ("positions", "token_ids", "logsumexp", "tail_mass", "nucleus_counts", "tail_counts")
 FLAT_NUCLEUS = ("nucleus_ids", "nucleus_logprobs", "nucleus_probs")
 FLAT_TAIL = ("tail_ids", "tail_logprobs", "tail_weights")
-
-
-def log_inclusion(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """log q = log(1 − exp(−exp(log p − κ))) (float64), stable at both ends: −expm1 keeps
-    full precision for tiny exp(log p − κ), and below exp's range (log p − κ < −700)
-    log q = log p − κ. κ = −inf gives log q = 0 (q = 1: the whole tail was kept)."""
-    d = np.asarray(logprobs, dtype=np.float64) - np.asarray(threshold, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(d < -700.0, d, np.log(-np.expm1(-np.exp(np.maximum(d, -700.0)))))
-
-
-def tail_weights(logprobs: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """w = p / q for tail samples, computed as exp(log p − log q) (float64); ≈ e^κ for p ≪ e^κ."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    return np.exp(lp - log_inclusion(lp, threshold))
 
 
 def _segments(counts: np.ndarray) -> np.ndarray:

@@ -11,3 +11,5 @@ shards, the held-out split, the batch order), `train` (one method's training loo
 # The four targets, in the order tables and plots show them (no imports here: the workflow
 # reads this while it builds the DAG).
 METHODS = ("dense", "compressed", "topk", "sft")
+# The methods that learn from the shards' values (their runs have a bytes-per-token figure).
+SHARD_METHODS = ("compressed", "topk")

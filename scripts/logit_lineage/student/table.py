@@ -3,8 +3,9 @@
 `student_table.csv`: one row per run (method, format, seed), columns TABLE_COLUMNS, methods in
 METHODS order, main (chain A's shards) before the student.formats variants (by bytes per
 token, largest first), then ascending seed; floats with 6 decimals. `bytes_per_token` (file
-bytes over stored tokens of the shards the run learnt from) is set for compressed and topk. Like every result, it depends on
-the runs' inputs alone (no wall times), so a rerun or a SLURM run gives the same bytes.
+bytes over stored tokens of the shards the run learnt from) is set for SHARD_METHODS. Like
+every result, it depends on the runs' inputs alone (no wall times), so a rerun or a SLURM
+run gives the same bytes.
 
 `student_timings.csv` (under the benchmarks root, beside what snakemake measures): one row
 per run, TIMING_COLUMNS, from the run's timings JSON (train_student.py --timings): wall
@@ -38,7 +39,7 @@ from typing import Any
 
 from logit_lineage.common.atomic import atomic_path, write_json
 from logit_lineage.common.errors import LineageError
-from logit_lineage.student import METHODS
+from logit_lineage.student import METHODS, SHARD_METHODS
 
 TABLE_COLUMNS = (
     "method", "format", "seed", "bytes_per_token", "kl_to_teacher", "ce", "top1_agree", "steps", "tokens",
@@ -51,7 +52,6 @@ SUMMARY_METRICS = ("kl_to_teacher", "ce", "top1_agree")
 SUMMARY_FORMAT = "logit-lineage-student-summary"
 GAP_CLOSED_MIN = 0.9
 MAIN = "main"  # chain A's shards; other formats are student.formats' variants
-SHARD_METHODS = ("compressed", "topk")  # the methods that learn from the shards' values
 
 
 def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
