@@ -192,7 +192,7 @@ CODE_INPUTS = sorted(glob_wildcards(config["modules"] + "/{m}.py").m)[:30]
 CODE_INPUTS = [f"{config['modules']}/{m}.py" for m in CODE_INPUTS]
 
 rule all:
-    input: "summary.txt", "fidelity.txt", "students.txt", expand("extra/{i}.txt", i=range(E))
+    input: "summary.txt", "fidelity.txt", "students.txt", expand("logits/{s}.txt", s=SHARDS), expand("extra/{i}.txt", i=range(E))
 
 rule code:
     input: CODE_INPUTS
