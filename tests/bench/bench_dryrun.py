@@ -188,8 +188,7 @@ BARE_SNAKEFILE = bare_snakefile()
 MIRROR_SNAKEFILE = """N, E = int(config["shards"]), int(config["extra"])
 SHARDS = [f"{i:05d}" for i in range(N)]
 ENV = config["env"]
-CODE_INPUTS = sorted(glob_wildcards(config["modules"] + "/{m}.py").m)[:30]
-CODE_INPUTS = [f"{config['modules']}/{m}.py" for m in CODE_INPUTS]
+CODE_INPUTS = [f"{config['modules']}/{m}.py" for m in sorted(glob_wildcards(config["modules"] + "/{m}.py").m)[:30]]
 
 rule all:
     input: "summary.txt", "fidelity.txt", "students.txt", expand("logits/{s}.txt", s=SHARDS), expand("extra/{i}.txt", i=range(E))
@@ -242,15 +241,10 @@ rule extract:
     resources: mem_mb=8000, runtime=240
     shell: "touch {output}"
 
-rule variant:
-    input: code="code/extract.sha256", teacher="teacher.txt", dataset="dataset.txt", shard="shards/{s}.txt"
+use rule extract as variant with:
     output: "variant/logits/{s}.txt"
     log: "logs/variant/{s}.log"
     benchmark: "benchmarks/variant/{s}.tsv"
-    conda: ENV
-    threads: 2
-    resources: mem_mb=8000, runtime=240
-    shell: "touch {output}"
 
 rule dump:
     input: code="code/dump.sha256", teacher="teacher.txt", dataset="dataset.txt", shard="shards/{s}.txt"

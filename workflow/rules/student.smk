@@ -151,7 +151,7 @@ use rule extract_logits as extract_student_format with:
         shard=r"\d+",
     params:
         script=rules.extract_logits.params.script,
-        source=SOURCE_ARGS,
+        source=rules.extract_logits.params.source,
         compress=lambda wildcards: FORMAT_COMPRESS_ARGS[wildcards.fmt],
         batching=rules.extract_logits.params.batching,
         runtime=rules.extract_logits.params.runtime,

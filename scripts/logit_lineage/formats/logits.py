@@ -214,11 +214,11 @@ def _build_table_v3(records: list[ExampleRecord], vocab_size: int, seed: int) ->
 
 
 def table_version(table: pa.Table) -> int:
-    """The format version whose schema the table has (2 or 3)."""
-    schema = table.schema.remove_metadata()
-    for version, expected in SCHEMAS.items():
-        if schema.equals(expected):
-            return version
+    """The format version whose schema the table has (2 or 3): the version its columns
+    claim (`version_of_columns`), checked exactly against that version's schema."""
+    version = version_of_columns(table.column_names)
+    if table.schema.remove_metadata().equals(SCHEMAS[version]):
+        return version
     raise LineageError(f"table columns {table.column_names} are not those of format version 2 or 3")
 
 
