@@ -98,7 +98,8 @@ def _chunk_grad(plan: _Plan, f: dict, a: int, b: int, y: torch.Tensor, y2: torch
 def _pass(hidden, weight, bias, plan: _Plan, f: dict, temperature: float, chunk: int,
           row_scale: torch.Tensor | None, needs: tuple[bool, bool, bool]):
     """One chunked pass: per-row values [N] float64 and, with `row_scale`, the gradients
-    (∂hidden [N, d] in hidden's dtype, ∂W [V, d] and ∂b [V] float32; None where not needed)."""
+    (∂hidden [N, d] in hidden's dtype, ∂W [V, d] and ∂b [V] in float32 or the head's wider dtype;
+    None where not needed)."""
     n, vocab = hidden.shape[0], weight.shape[0]
     dev = hidden.device
     values = torch.empty(n, dtype=torch.float64, device=dev)
@@ -107,8 +108,9 @@ def _pass(hidden, weight, bias, plan: _Plan, f: dict, temperature: float, chunk:
     buf2 = torch.empty_like(buf) if plan.form == "reverse" else None
     grads = row_scale is not None
     g_h = torch.empty_like(hidden) if grads and needs[0] else None
-    g_w = torch.zeros(weight.shape, dtype=torch.float32, device=dev) if grads and needs[1] else None
-    g_b = torch.zeros(vocab, dtype=torch.float32, device=dev) if grads and needs[2] else None
+    acc = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for a float64 head
+    g_w = torch.zeros(weight.shape, dtype=acc, device=dev) if grads and needs[1] else None
+    g_b = torch.zeros(vocab, dtype=acc, device=dev) if grads and needs[2] else None
     for a in range(0, n, rows_per):
         b = min(n, a + rows_per)
         h = hidden[a:b]
@@ -124,12 +126,12 @@ def _pass(hidden, weight, bias, plan: _Plan, f: dict, temperature: float, chunk:
             else:
                 g_h[a:b] = torch.mm(g, weight.to(g.dtype))
         if g_w is not None:
-            if g.dtype == torch.float32 and h.dtype == torch.float32:
+            if g.dtype == g_w.dtype and h.dtype == g_w.dtype:
                 g_w.addmm_(g.t(), h)
             else:
                 g_w.add_(torch.mm(g.t(), h.to(g.dtype)))
         if g_b is not None:
-            g_b.add_(y.sum(0))
+            g_b.add_(g.sum(0) if g.dtype == g_b.dtype else y.sum(0))
     return values, g_h, g_w, g_b
 
 
