@@ -93,7 +93,7 @@ def step(case: str, h: torch.Tensor, w: torch.Tensor, targets) -> float:
     else:
         loss = torch.nn.functional.cross_entropy(h @ w.T, targets.token_ids[targets.mask])
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def probe(spec: dict) -> dict:

@@ -89,9 +89,8 @@ def _chunk_grad(plan: _Plan, f: dict, a: int, b: int, y: torch.Tensor, y2: torch
         return kl * t**2
     ids, alpha, mass = (x[a:b] for x in plan.tensors)
     value, _ = _linear_value(y, ids, alpha, mass)
-    if row_scale is not None:
-        y.div_(y.sum(1, keepdim=True))  # exp(z/T − max) → softmax(z/T)
-        _linear_grad(y, ids, alpha, mass, (row_scale * t).float())
+    if row_scale is not None:  # y holds exp(z/T − max): softmax(z/T) = y / its row sums
+        _linear_grad(y, ids, alpha, mass, (row_scale * t).float(), norm=1.0 / y.sum(1))
     return value * t**2
 
 
@@ -109,7 +108,8 @@ def _pass(hidden, weight, bias, plan: _Plan, f: dict, temperature: float, chunk:
     grads = row_scale is not None
     g_h = torch.empty_like(hidden) if grads and needs[0] else None
     acc = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for a float64 head
-    g_w = torch.zeros(weight.shape, dtype=acc, device=dev) if grads and needs[1] else None
+    new_w = torch.empty if n else torch.zeros  # the first chunk writes ∂W (no 0-fill of a head-sized tensor)
+    g_w = new_w(weight.shape, dtype=acc, device=dev) if grads and needs[1] else None
     g_b = torch.zeros(vocab, dtype=acc, device=dev) if grads and needs[2] else None
     for a in range(0, n, rows_per):
         b = min(n, a + rows_per)
@@ -127,7 +127,12 @@ def _pass(hidden, weight, bias, plan: _Plan, f: dict, temperature: float, chunk:
                 g_h[a:b] = torch.mm(g, weight.to(g.dtype))
         if g_w is not None:
             if g.dtype == g_w.dtype and h.dtype == g_w.dtype:
-                g_w.addmm_(g.t(), h)
+                if a == 0:
+                    torch.mm(g.t(), h, out=g_w)
+                else:
+                    g_w.addmm_(g.t(), h)
+            elif a == 0:
+                g_w.copy_(torch.mm(g.t(), h.to(g.dtype)))
             else:
                 g_w.add_(torch.mm(g.t(), h.to(g.dtype)))
         if g_b is not None:

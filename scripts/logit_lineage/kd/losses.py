@@ -140,12 +140,17 @@ def _linear_value(y: torch.Tensor, ids: torch.Tensor, alpha: torch.Tensor, mass:
 
 
 def _linear_grad(s: torch.Tensor, ids: torch.Tensor, alpha: torch.Tensor, mass: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
+                 scale: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(z/T) rows s (float32 [r, V]) turned in place into scale·(M·s − scatter(α)): the
-    gradient of the rows' values with respect to z when scale = T·(weight of each row)."""
-    s.mul_(mass.float()[:, None])
-    s.scatter_add_(1, ids, -alpha)
-    return s.mul_(scale[:, None])
+    gradient of the rows' values with respect to z when scale = T·(weight of each row).
+    With `norm` (float32 [r]), s holds unnormalised rows exp(z/T − max) and softmax = s·norm:
+    one pass over the rows instead of three."""
+    if norm is None:
+        s.mul_(mass.float()[:, None])
+        s.scatter_add_(1, ids, -alpha)
+        return s.mul_(scale[:, None])
+    s.mul_((mass.float() * norm * scale)[:, None])
+    return s.scatter_add_(1, ids, -alpha * scale[:, None])
 
 
 def _reverse_value(y: torch.Tensor, s: torch.Tensor, ids: torch.Tensor, gamma: torch.Tensor, ok: torch.Tensor):
