@@ -63,7 +63,8 @@ def _logits_into(buf: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias:
 def _chunk_grad(plan: _Plan, f: dict, a: int, b: int, y: torch.Tensor, y2: torch.Tensor | None,
                 temperature: float, row_scale: torch.Tensor | None) -> torch.Tensor:
     """Per-row values (float64) of rows a:b whose logits z are in y; with `row_scale` (float64
-    [b − a], each row's weight in the gradient) y is turned in place into Σ_rows scale·∂value/∂z."""
+    [b − a], each row's weight in the gradient) each row of y is turned in place into
+    scale·∂value/∂z, the rows of the gradient with respect to the chunk's logits."""
     t = temperature
     if plan.form == "topk_reverse":
         sub = {k: f[k][a:b] for k in _TOPK_KEYS}
@@ -165,8 +166,11 @@ class _FusedLinearKD(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         if ctx.eager:
+            if ctx.grads is None:
+                raise RuntimeError("kd_loss_from_hidden: backward through the same loss twice is not supported "
+                                   "(its gradients were made in the forward pass); compute the loss again")
             g_h, g_w, g_b = ctx.grads
-            ctx.grads = None
+            ctx.grads = None  # scaled in place and handed over: nothing head-sized stays with the graph
             s = grad_out.float()
             w_dtype, b_dtype = ctx.dtypes
             g_h = None if g_h is None else g_h.mul_(s.to(g_h.dtype))
