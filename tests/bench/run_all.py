@@ -21,6 +21,7 @@ import bench_columns
 import bench_compress
 import bench_dryrun
 import bench_extraction
+import bench_fused
 import bench_kd_loader
 import bench_padding
 import bench_reader
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "8": ("reader per-token decoding before/after linear offsets", bench_reader.run),
     "9": ("bytes per token per column", bench_columns.run),
     "10": ("chain A on the real SmolLM2-135M teacher (CPU)", bench_real_teacher.run),
+    "11": ("fused-linear KD loss vs full logits + kd_loss (CPU, V=151,936)", bench_fused.run),
 }
 
 

@@ -3,6 +3,7 @@ dataset over shards (local or a Hub dataset repo), a collate function, sparse KD
 and the tokenizer fingerprint check. docs/KD.md shows how training code uses them."""
 from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_student_tokenizer, tokenizer_fingerprint
 from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
+from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hidden
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
 
@@ -17,7 +18,9 @@ __all__ = [
     "dense_kd_loss",
     "example_targets",
     "hard_label_loss",
+    "hard_label_loss_from_hidden",
     "kd_loss",
+    "kd_loss_from_hidden",
     "targets_from_compressed",
     "tokenizer_fingerprint",
 ]

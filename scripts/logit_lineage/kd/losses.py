@@ -66,6 +66,7 @@ the kept rows). Per-row values are accumulated in float64 and returned as float3
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -119,6 +120,62 @@ def _add_rows(grad: torch.Tensor, rows: Rows, a: int, b: int, y: torch.Tensor) -
         grad.index_add_(0, rows[a:b], src)
 
 
+# --- the per-chunk maths (shared with the fused-linear form, kd/fused.py) -------------------------
+
+
+def _linear_value(y: torch.Tensor, ids: torch.Tensor, alpha: torch.Tensor, mass: torch.Tensor):
+    """Rows of Σ_k α_k (logsumexp − y_k) + (M − Σα)·logsumexp for y = z/T (float32 [r, V]).
+
+    Returns (value float64 [r], logsumexp float32 [r]); y is consumed: it holds exp(y − max)
+    afterwards (its row sums are exp(logsumexp − max))."""
+    picked = y.gather(1, ids).double()
+    mx = y.amax(1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, 0.0)
+    y.sub_(mx).exp_()
+    lse = mx.squeeze(1) + torch.log(y.sum(1))
+    al = alpha.double()
+    l64 = lse.double()
+    value = torch.where(al > 0, al * (l64[:, None] - picked), 0.0).sum(1) + (mass - al.sum(1)) * l64
+    return value, lse
+
+
+def _linear_grad(s: torch.Tensor, ids: torch.Tensor, alpha: torch.Tensor, mass: torch.Tensor,
+                 scale: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(z/T) rows s (float32 [r, V]) turned in place into scale·(M·s − scatter(α)): the
+    gradient of the rows' values with respect to z when scale = T·(weight of each row).
+    With `norm` (float32 [r]), s holds unnormalised rows exp(z/T − max) and softmax = s·norm:
+    one pass over the rows instead of three."""
+    if norm is None:
+        s.mul_(mass.float()[:, None])
+        s.scatter_add_(1, ids, -alpha)
+        return s.mul_(scale[:, None])
+    s.mul_((mass.float() * norm * scale)[:, None])
+    return s.scatter_add_(1, ids, -alpha * scale[:, None])
+
+
+def _reverse_value(y: torch.Tensor, s: torch.Tensor, ids: torch.Tensor, gamma: torch.Tensor, ok: torch.Tensor):
+    """Rows of Σ_v s_v log s_v − Σ_k γ_k s_{id_k} for y = z/T (float32 [r, V]); s is a second
+    [r, V] buffer. Returns (KL float64 [r], logsumexp float32 [r]); afterwards y holds log s and
+    s holds softmax(y), what `_reverse_grad` needs."""
+    mx = y.amax(1, keepdim=True)
+    torch.sub(y, mx, out=s).exp_()
+    lse = mx.squeeze(1) + torch.log(s.sum(1))
+    y.sub_(lse[:, None])  # log s
+    torch.exp(y, out=s)
+    neg_ent = torch.bmm(s.unsqueeze(1), y.unsqueeze(2)).reshape(-1).double()
+    s_k = torch.where(ok, s.gather(1, ids).double(), 0.0)
+    return neg_ent - (s_k * gamma).sum(1), lse
+
+
+def _reverse_grad(y: torch.Tensor, s: torch.Tensor, ids: torch.Tensor, gamma: torch.Tensor, kl: torch.Tensor,
+                  scale: torch.Tensor) -> torch.Tensor:
+    """log s rows y turned in place into the gradient with respect to z: scale·s ⊙ (log s − KL) off
+    the stored ids, scale·s ⊙ (log s − γ − KL) on them (scale float64 [r] = T·row weight)."""
+    stored = s.gather(1, ids).double() * (y.gather(1, ids).double() - gamma - kl[:, None]) * scale[:, None]
+    y.sub_(kl.float()[:, None]).mul_(s).mul_(scale.float()[:, None])
+    return y.scatter_(1, ids, stored.float())
+
+
 class _LinearTargetKD(torch.autograd.Function):
     """Per-row T²·(M·logsumexp(z/T) − Σ_k α_k z_{id_k}/T) for weights α over stored ids and a
     mass M per row, computed as Σ_k α_k (logsumexp − z_k/T) + (M − Σα)·logsumexp.
@@ -136,15 +193,7 @@ class _LinearTargetKD(torch.autograd.Function):
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
             y = _gather_rows(logits2d, rows, a, b, buf, temperature)
-            picked = y.gather(1, ids[a:b]).double()
-            mx = y.amax(1, keepdim=True)
-            mx = torch.where(torch.isfinite(mx), mx, 0.0)
-            y.sub_(mx).exp_()
-            lse[a:b] = mx.squeeze(1) + torch.log(y.sum(1))
-            al = alpha[a:b].double()
-            l64 = lse[a:b].double()
-            out[a:b] = (torch.where(al > 0, al * (l64[:, None] - picked), 0.0).sum(1)
-                        + (mass[a:b] - al.sum(1)) * l64)
+            out[a:b], lse[a:b] = _linear_value(y, ids[a:b], alpha[a:b], mass[a:b])
         ctx.save_for_backward(logits2d, ids, alpha, mass, lse)
         ctx.rows, ctx.temperature, ctx.chunk = rows, temperature, chunk
         return out * temperature**2
@@ -160,9 +209,7 @@ class _LinearTargetKD(torch.autograd.Function):
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
             y = _gather_rows(logits2d, rows, a, b, buf, t)
-            y.sub_(lse[a:b, None]).exp_().mul_(mass[a:b].float()[:, None])
-            y.scatter_add_(1, ids[a:b], -alpha[a:b])
-            y.mul_(scale[a:b, None])
+            _linear_grad(y.sub_(lse[a:b, None]).exp_(), ids[a:b], alpha[a:b], mass[a:b], scale[a:b])
             _add_rows(grad, rows, a, b, y)
         return grad, None, None, None, None, None, None
 
@@ -187,15 +234,7 @@ class _ReverseKD(torch.autograd.Function):
         for a in range(0, n, rows_per):
             b = min(n, a + rows_per)
             y = _gather_rows(logits2d, rows, a, b, buf, temperature)
-            s = buf2[: b - a]
-            mx = y.amax(1, keepdim=True)
-            torch.sub(y, mx, out=s).exp_()
-            lse[a:b] = mx.squeeze(1) + torch.log(s.sum(1))
-            y.sub_(lse[a:b, None])  # log s
-            torch.exp(y, out=s)
-            neg_ent = torch.bmm(s.unsqueeze(1), y.unsqueeze(2)).reshape(-1).double()
-            s_k = torch.where(ok[a:b], s.gather(1, ids[a:b]).double(), 0.0)
-            kl[a:b] = neg_ent - (s_k * gamma[a:b]).sum(1)
+            kl[a:b], lse[a:b] = _reverse_value(y, buf2[: b - a], ids[a:b], gamma[a:b], ok[a:b])
         ctx.save_for_backward(logits2d, ids, gamma, lse, kl)
         ctx.rows, ctx.temperature, ctx.chunk = rows, temperature, chunk
         return kl * temperature**2
@@ -216,11 +255,7 @@ class _ReverseKD(torch.autograd.Function):
             s = buf2[: b - a]
             y.sub_(lse[a:b, None])
             torch.exp(y, out=s)
-            idk = ids[a:b]
-            stored = (s.gather(1, idk).double() * (y.gather(1, idk).double() - gamma[a:b] - kl[a:b, None])
-                      * scale[a:b, None])
-            y.sub_(kl[a:b].float()[:, None]).mul_(s).mul_(scale[a:b].float()[:, None])
-            y.scatter_(1, idk, stored.float())
+            _reverse_grad(y, s, ids[a:b], gamma[a:b], kl[a:b], scale[a:b])
             _add_rows(grad, rows, a, b, y)
         return grad, None, None, None, None, None, None
 
@@ -347,6 +382,29 @@ def kd_loss(
     docstring names the estimator of each case.
     All kinds are scaled by T². reduction: "mean" over kept tokens, "sum", or "none" ([N]).
     """
+    _check_args(kind, estimator, temperature, reduction)
+    dev = student_logits.device
+    targets = targets.to(dev)
+    f = targets.flat()
+    n = f["positions"].shape[0]
+    vocab = student_logits.shape[-1]
+    _check_vocab(vocab, targets, "student logits have")
+    logits2d, rows = _rows_of(student_logits, targets, n)
+    chunk = chunk_rows or default_chunk_rows(vocab)
+
+    plan = _plan(f, kind, estimator, temperature)
+    if plan.form == "topk_reverse":
+        per_row = _topk_reverse(logits2d, rows, f, temperature)
+    elif plan.form == "reverse":
+        per_row = _ReverseKD.apply(logits2d, rows, *plan.tensors, float(temperature), chunk)
+    else:
+        per_row = _LinearTargetKD.apply(logits2d, rows, *plan.tensors, float(temperature), chunk)
+    if plan.offset is not None:
+        per_row = per_row + plan.offset
+    return _reduce(per_row, n, reduction)
+
+
+def _check_args(kind: str, estimator: str, temperature: float, reduction: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if estimator not in ESTIMATORS:
@@ -355,31 +413,45 @@ def kd_loss(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    dev = student_logits.device
-    targets = targets.to(dev)
-    f = targets.flat()
-    n = f["positions"].shape[0]
-    vocab = student_logits.shape[-1]
-    if targets.vocab_size is not None and vocab < targets.vocab_size:
-        raise ValueError(f"student logits have {vocab} columns, the teacher's vocabulary has {targets.vocab_size}")
-    logits2d, rows = _rows_of(student_logits, targets, n)
-    chunk = chunk_rows or default_chunk_rows(vocab)
 
+
+def _check_vocab(vocab: int, targets: SparseTargets, what: str) -> None:
+    if targets.vocab_size is not None and vocab < targets.vocab_size:
+        raise ValueError(f"{what} {vocab} columns, the teacher's vocabulary has {targets.vocab_size}")
+
+
+class _Plan(NamedTuple):
+    """What one kind × estimator computes per row: `form` "linear" (tensors ids, α, M of
+    `_LinearTargetKD`), "reverse" (ids, γ, ok of `_ReverseKD`) or "topk_reverse" (on the
+    nucleus only, `_topk_reverse`); `offset` a float64 [N] constant of the student added to
+    every row's value (−Ĥ(p_T)·T² for forward KL, log Ẑ_T·T² for reverse KL), or None."""
+
+    form: str
+    tensors: tuple
+    offset: torch.Tensor | None
+
+
+def _plan(f: dict, kind: str, estimator: str, temperature: float) -> _Plan:
+    """The per-row teacher weights of one kind × estimator, from flat targets (`SparseTargets.flat`)."""
     if kind == "reverse_kl" and estimator == "topk":  # ("unbiased_exact_mass" = "unbiased" for reverse KL)
-        per_row = _topk_reverse(logits2d, rows, f, temperature)
-    elif kind == "reverse_kl":
+        return _Plan("topk_reverse", (), None)
+    if kind == "reverse_kl":
         ids, gamma, ok, log_z = _reverse_weights(f, temperature)
-        per_row = _ReverseKD.apply(logits2d, rows, ids, gamma, ok, float(temperature), chunk)
-        per_row = per_row + log_z * temperature**2
-    else:
-        ids, alpha, neg_ent = _forward_weights(f, estimator, temperature)
-        # "unbiased": M = Σα, i.e. −Σ_k α_k log softmax(z)_k; otherwise M = 1 (Σα = 1 already at T ≠ 1 and topk)
-        exact_mass = estimator != "unbiased" or temperature != 1.0
-        mass = torch.ones(n, dtype=torch.float64, device=dev) if exact_mass else alpha.double().sum(1)
-        per_row = _LinearTargetKD.apply(logits2d, rows, ids, alpha, mass, float(temperature), chunk)
-        if kind == "forward_kl":
-            per_row = per_row + neg_ent * temperature**2
-    return _reduce(per_row, n, reduction)
+        return _Plan("reverse", (ids, gamma, ok), log_z * temperature**2)
+    ids, alpha, neg_ent = _forward_weights(f, estimator, temperature)
+    # "unbiased": M = Σα, i.e. −Σ_k α_k log softmax(z)_k; otherwise M = 1 (Σα = 1 already at T ≠ 1 and topk)
+    exact_mass = estimator != "unbiased" or temperature != 1.0
+    n = ids.shape[0]
+    mass = torch.ones(n, dtype=torch.float64, device=ids.device) if exact_mass else alpha.double().sum(1)
+    return _Plan("linear", (ids, alpha, mass), neg_ent * temperature**2 if kind == "forward_kl" else None)
+
+
+def _hard_label_plan(f: dict) -> _Plan:
+    """Cross-entropy on the stored tokens: one id per row with weight 1, mass 1."""
+    ids = f["token_ids"][:, None]
+    alpha = torch.ones_like(ids, dtype=torch.float32)
+    mass = torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)
+    return _Plan("linear", (ids, alpha, mass), None)
 
 
 def _reduce(per_row: torch.Tensor, n: int, reduction: str) -> torch.Tensor:
@@ -398,10 +470,8 @@ def hard_label_loss(student_logits: torch.Tensor, targets: SparseTargets, *, red
     n = f["positions"].shape[0]
     vocab = student_logits.shape[-1]
     logits2d, rows = _rows_of(student_logits, targets, n)
-    ids = f["token_ids"][:, None]
-    alpha = torch.ones_like(ids, dtype=torch.float32)
-    mass = torch.ones(n, dtype=torch.float64, device=ids.device)
-    per_row = _LinearTargetKD.apply(logits2d, rows, ids, alpha, mass, 1.0, chunk_rows or default_chunk_rows(vocab))
+    plan = _hard_label_plan(f)
+    per_row = _LinearTargetKD.apply(logits2d, rows, *plan.tensors, 1.0, chunk_rows or default_chunk_rows(vocab))
     return _reduce(per_row, n, reduction)
 
 
