@@ -4,6 +4,7 @@ and the tokenizer fingerprint check. docs/KD.md shows how training code uses the
 from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_student_tokenizer, tokenizer_fingerprint
 from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
+from logit_lineage.kd.online import compressed_records, shard_params, sparse_targets
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
 
 __all__ = [
@@ -13,11 +14,14 @@ __all__ = [
     "check_student_tokenizer",
     "collate",
     "collate_targets",
+    "compressed_records",
     "conversation_input_ids",
     "dense_kd_loss",
     "example_targets",
     "hard_label_loss",
     "kd_loss",
+    "shard_params",
+    "sparse_targets",
     "targets_from_compressed",
     "tokenizer_fingerprint",
 ]
