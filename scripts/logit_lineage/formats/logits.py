@@ -222,7 +222,7 @@ def encode_v3(rec: ExampleRecord, seed: int) -> dict[str, np.ndarray]:
     top_lp = np.asarray(rec.top_logits, dtype=np.float64) - np.repeat(lse, top_counts)
     top_codes = v3codes.encode_nucleus(np.minimum(top_lp, 0.0), rng)
     s_lp = np.asarray(rec.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
-    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa, kappa32.astype(np.float64), rng)
+    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa32.astype(np.float64), rng)
     s_ids = np.asarray(rec.sampled_ids, dtype=np.int64)
     token_of = np.repeat(np.arange(s_counts.size), s_counts)
     order = np.lexsort((s_ids, s_codes, token_of))  # token, then code, then id
@@ -369,6 +369,8 @@ class DecodedExample:
     sampled_counts: np.ndarray
     sampled_ids: np.ndarray
     sampled_logits: np.ndarray
+    # (nucleus step, tail step) of version 3's log-probability grid; None: values not on a grid
+    grid: tuple[float, float] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -488,6 +490,7 @@ class LogitsShard:
             sampled_counts=sampled_counts,
             sampled_ids=sampled_ids,
             sampled_logits=sampled_logits,
+            grid=(v3codes.NUCLEUS_STEP, v3codes.TAIL_STEP) if self.version == 3 else None,
         )
 
     def __iter__(self):
