@@ -103,7 +103,8 @@ def expected_loss(student, rec, grid=True, **kw):
 def rounding_shift(teacher, student, rec, *, grid=True, kind="forward_kl", estimator="unbiased",
                    temperature=1.0) -> dict:
     """The rounding's exact shift of the batch-mean value and of the gradient, relative to the
-    dense value and the dense gradient's norm; `grid=False` reads the codes uncorrected."""
+    dense value and the dense gradient's norm (grad_own: relative to the norm of the same
+    estimator's gradient on the exact values); `grid=False` reads the codes uncorrected."""
     kw = dict(kind=kind, estimator=estimator, temperature=temperature)
     ev, eg = expected_loss(student, rec, grid=grid, **kw)
     xv, xg = _value_grad(student, exact_targets(rec), **kw)
@@ -112,6 +113,7 @@ def rounding_shift(teacher, student, rec, *, grid=True, kind="forward_kl", estim
     dense.backward()
     return {"value": float((ev - xv).sum() / dense.detach().double()),
             "grad": float((eg - xg).norm() / z.grad.double().norm()),
+            "grad_own": float((eg - xg).norm() / xg.norm()),  # relative to the sparse estimate's own gradient
             "dense": float(dense.detach()) / teacher.shape[0]}
 
 
