@@ -139,3 +139,29 @@ def test_rounding_shift_on_real_teacher_rows_is_within_a_tenth_of_a_percent(real
     assert abs(before["value"]) >= 3 * abs(after["value"]), (before, after)
     if kind == "reverse_kl":
         assert before["grad"] >= 2 * after["grad"], (before, after)
+
+
+def test_grid_steps_follow_each_examples_format(tmp_path):
+    """A batch mixing a version-2 and a version-3 example: the grid steps are 0 for the first
+    and the code steps for the second, and each row's loss is what it is in a batch of its own."""
+    from logit_lineage.formats.logits import build_table, write_logits_parquet
+    from logit_lineage.kd import CompressedLogitsDataset, collate_targets, kd_loss, shard_params
+
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(30, 800, generator=gen) * 3
+    rec = compressed_record(z, seed=2)
+    items = {}
+    for v in (2, 3):
+        path = tmp_path / f"v{v}.parquet"
+        write_logits_parquet(path, build_table([rec], 800, version=v, seed=2), shard_params(800, 2))
+        items[v] = next(iter(CompressedLogitsDataset(str(path))))
+    assert collate_targets([items[2]]).nucleus_step is None
+    mixed = collate_targets([items[2], items[3]], vocab_size=800)
+    assert torch.all(mixed.nucleus_step[0] == 0) and torch.all(mixed.tail_step[0] == 0)
+    assert torch.all(mixed.nucleus_step[1][mixed.mask[1]] == H_N) and torch.all(mixed.tail_step[1][mixed.mask[1]] == H_S)
+    student = z + torch.randn(z.shape, generator=gen)
+    for kind in ("forward_kl", "reverse_kl"):
+        both = kd_loss(torch.cat([student, student]), mixed, kind=kind, reduction="none")
+        alone = [kd_loss(student, collate_targets([items[v]]), kind=kind, reduction="none") for v in (2, 3)]
+        torch.testing.assert_close(both, torch.cat(alone), rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(alone[0], alone[1], rtol=1e-4, atol=0)  # the versions' values differ
