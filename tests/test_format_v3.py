@@ -74,8 +74,7 @@ def test_nucleus_codes_are_unbiased_in_probability(lp):
 def test_tail_codes_make_the_weight_unbiased(lp, kappa):
     n = 40_000
     kappa_hat = np.float64(np.float32(kappa))
-    c = codes.encode_tail(np.full(n, lp), np.array([n]), np.array([kappa]), np.array([kappa_hat]),
-                          np.random.default_rng(5))
+    c = codes.encode_tail(np.full(n, lp), np.array([n]), np.array([kappa_hat]), np.random.default_rng(5))
     w_hat = codes.tail_weights(codes.decode(c, codes.TAIL_STEP), kappa_hat)
     w = codes.tail_weights(np.array([lp]), np.array([kappa]))[0]
     se = w_hat.std() / np.sqrt(n)

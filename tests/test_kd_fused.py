@@ -21,6 +21,7 @@ from logit_lineage.kd import (
     hard_label_loss_from_hidden,
     kd_loss,
     kd_loss_from_hidden,
+    sparse_targets,
     targets_from_compressed,
 )
 from logit_lineage.kd.losses import ESTIMATORS, KINDS
@@ -325,3 +326,19 @@ def test_no_kept_tokens_and_a_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward through the same loss twice"):
         loss.backward()
+
+
+@pytest.mark.parametrize("kind,estimator,temperature", COMBOS)
+def test_fused_equals_full_logits_on_format_3_targets(kind, estimator, temperature):
+    """Version-3 targets carry their grid steps, and the losses read the terms that are not
+    linear in p̂, ŵ through the rounding correction: the fused form must apply it too."""
+    g = torch.Generator().manual_seed(7)
+    vocab, dim, rows = 3000, 8, 12
+    teacher = torch.randn((1, rows + 1, vocab), generator=g) * 3.0
+    t = sparse_targets(teacher, torch.ones((1, rows + 1), dtype=torch.bool), seed=3, format_version=3)
+    assert t.nucleus_step is not None and bool((t.nucleus_step > 0).any())
+    h = torch.randn((1, rows + 1, dim), generator=g, dtype=torch.float64)
+    w = torch.randn((vocab, dim), generator=g, dtype=torch.float64)
+    kw = dict(kind=kind, estimator=estimator, temperature=temperature)
+    _assert_same(_run(True, h, w, None, t, chunk_rows=5, **kw), _run(False, h, w, None, t, **kw),
+                 (kind, estimator, temperature), rel=1e-5, grad_rel=2e-4)

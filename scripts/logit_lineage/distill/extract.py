@@ -33,7 +33,7 @@ from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.batching import plan_batches
 from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.distill.teacher import decoder_hidden, head_logits
-from logit_lineage.formats.logits import ExampleRecord, build_table, write_logits_parquet
+from logit_lineage.formats.logits import ExampleRecord, build_table, records_from_rows, write_logits_parquet
 
 log = logging.getLogger("logit_lineage")
 
@@ -145,38 +145,12 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
 def _records(rows: list[Row], out: dict[str, np.ndarray] | None) -> list[ExampleRecord]:
     """Per-example records from a batch's per-token results (`compress_rows` fields, one
     row per kept token, examples in order and each example's tokens in order)."""
-    lengths = np.array([len(r.kept) for r in rows], dtype=np.int64)
     if out is None:  # no kept tokens in the batch
         out = {"top_counts": np.zeros(0, np.int64), "sampled_counts": np.zeros(0, np.int64),
                "top_ids": np.zeros((0, 0), np.int64), "top_logits": np.zeros((0, 0), np.float32),
                "sampled_ids": np.zeros((0, 0), np.int64), "sampled_logits": np.zeros((0, 0), np.float32),
                "logsumexp": np.zeros(0), "threshold": np.zeros(0)}
-    tc, sc = out["top_counts"], out["sampled_counts"]
-    top_keep = np.arange(out["top_ids"].shape[1])[None, :] < tc[:, None]
-    s_keep = np.arange(out["sampled_ids"].shape[1])[None, :] < sc[:, None]
-    flat = {"top_ids": out["top_ids"][top_keep], "top_logits": out["top_logits"][top_keep],
-            "sampled_ids": out["sampled_ids"][s_keep], "sampled_logits": out["sampled_logits"][s_keep]}
-    tok = np.concatenate([[0], np.cumsum(lengths)])
-    top_off = np.concatenate([[0], np.cumsum(tc)])[tok]
-    s_off = np.concatenate([[0], np.cumsum(sc)])[tok]
-    records = []
-    for j, row in enumerate(rows):
-        a, b = tok[j], tok[j + 1]
-        ta, tb, sa, sb = top_off[j], top_off[j + 1], s_off[j], s_off[j + 1]
-        records.append(ExampleRecord(
-            index=row.index,
-            positions=row.kept.astype(np.int32),
-            token_ids=row.ids[row.kept],
-            top_counts=tc[a:b],
-            top_ids=flat["top_ids"][ta:tb],
-            top_logits=flat["top_logits"][ta:tb],
-            sampled_counts=sc[a:b],
-            sampled_ids=flat["sampled_ids"][sa:sb],
-            sampled_logits=flat["sampled_logits"][sa:sb],
-            logsumexp=out["logsumexp"][a:b],
-            threshold=out["threshold"][a:b],
-        ))
-    return records
+    return records_from_rows(out, [r.index for r in rows], [r.kept for r in rows], [r.ids[r.kept] for r in rows])
 
 
 def _table(records: list[ExampleRecord], vocab: int, settings: ExtractionSettings):

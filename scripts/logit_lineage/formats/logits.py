@@ -105,6 +105,48 @@ class ExampleRecord:
         return int(len(self.positions))
 
 
+ROW_FIELDS = ("top_counts", "top_ids", "top_logits", "sampled_counts", "sampled_ids", "sampled_logits",
+              "logsumexp", "threshold")
+
+
+def records_from_rows(rows: dict[str, np.ndarray], indices, positions, token_ids) -> list[ExampleRecord]:
+    """Per-example records from per-token compressed rows: `rows` holds the fields of
+    `distill.compress.Compressed` as numpy arrays (`ROW_FIELDS`), one row per kept token,
+    the examples' tokens one example after the other; `indices`, `positions` and
+    `token_ids` give, per example, its index, its kept positions t and the tokens there
+    (their lengths split the rows). Padding of the [rows, cap] / [rows, k] columns beyond
+    each row's count is dropped."""
+    lengths = np.array([len(p) for p in positions], dtype=np.int64)
+    if int(lengths.sum()) != len(rows["logsumexp"]):
+        raise ValueError(f"{int(lengths.sum())} kept positions for {len(rows['logsumexp'])} compressed rows")
+    tc, sc = np.asarray(rows["top_counts"], np.int64), np.asarray(rows["sampled_counts"], np.int64)
+    top_keep = np.arange(np.shape(rows["top_ids"])[1])[None, :] < tc[:, None]
+    s_keep = np.arange(np.shape(rows["sampled_ids"])[1])[None, :] < sc[:, None]
+    flat = {"top_ids": rows["top_ids"][top_keep], "top_logits": rows["top_logits"][top_keep],
+            "sampled_ids": rows["sampled_ids"][s_keep], "sampled_logits": rows["sampled_logits"][s_keep]}
+    tok = np.concatenate([[0], np.cumsum(lengths)])
+    top_off = np.concatenate([[0], np.cumsum(tc)])[tok]
+    s_off = np.concatenate([[0], np.cumsum(sc)])[tok]
+    records = []
+    for j, index in enumerate(indices):
+        a, b = tok[j], tok[j + 1]
+        ta, tb, sa, sb = top_off[j], top_off[j + 1], s_off[j], s_off[j + 1]
+        records.append(ExampleRecord(
+            index=int(index),
+            positions=np.asarray(positions[j]).astype(np.int32),
+            token_ids=np.asarray(token_ids[j]),
+            top_counts=tc[a:b],
+            top_ids=flat["top_ids"][ta:tb],
+            top_logits=flat["top_logits"][ta:tb],
+            sampled_counts=sc[a:b],
+            sampled_ids=flat["sampled_ids"][sa:sb],
+            sampled_logits=flat["sampled_logits"][sa:sb],
+            logsumexp=rows["logsumexp"][a:b],
+            threshold=rows["threshold"][a:b],
+        ))
+    return records
+
+
 def _list(values: list[np.ndarray], dtype: pa.DataType, np_dtype) -> pa.ListArray:
     lengths = np.fromiter((len(v) for v in values), dtype=np.int32, count=len(values))
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
@@ -180,7 +222,7 @@ def encode_v3(rec: ExampleRecord, seed: int) -> dict[str, np.ndarray]:
     top_lp = np.asarray(rec.top_logits, dtype=np.float64) - np.repeat(lse, top_counts)
     top_codes = v3codes.encode_nucleus(np.minimum(top_lp, 0.0), rng)
     s_lp = np.asarray(rec.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
-    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa, kappa32.astype(np.float64), rng)
+    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa32.astype(np.float64), rng)
     s_ids = np.asarray(rec.sampled_ids, dtype=np.int64)
     token_of = np.repeat(np.arange(s_counts.size), s_counts)
     order = np.lexsort((s_ids, s_codes, token_of))  # token, then code, then id
@@ -327,6 +369,8 @@ class DecodedExample:
     sampled_counts: np.ndarray
     sampled_ids: np.ndarray
     sampled_logits: np.ndarray
+    # (nucleus step, tail step) of version 3's log-probability grid; None: values not on a grid
+    grid: tuple[float, float] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -446,6 +490,7 @@ class LogitsShard:
             sampled_counts=sampled_counts,
             sampled_ids=sampled_ids,
             sampled_logits=sampled_logits,
+            grid=(v3codes.NUCLEUS_STEP, v3codes.TAIL_STEP) if self.version == 3 else None,
         )
 
     def __iter__(self):

@@ -5,6 +5,7 @@ from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_
 from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
 from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hidden
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
+from logit_lineage.kd.online import compressed_records, shard_params, sparse_targets
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "check_student_tokenizer",
     "collate",
     "collate_targets",
+    "compressed_records",
     "conversation_input_ids",
     "dense_kd_loss",
     "example_targets",
@@ -21,6 +23,8 @@ __all__ = [
     "hard_label_loss_from_hidden",
     "kd_loss",
     "kd_loss_from_hidden",
+    "shard_params",
+    "sparse_targets",
     "targets_from_compressed",
     "tokenizer_fingerprint",
 ]

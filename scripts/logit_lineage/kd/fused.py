@@ -43,7 +43,7 @@ from logit_lineage.kd.losses import (
 )
 from logit_lineage.kd.targets import SparseTargets
 
-_TOPK_KEYS = ("nucleus_counts", "nucleus_logprobs")
+_TOPK_KEYS = ("nucleus_counts", "nucleus_logprobs", "nucleus_step", "tail_step")
 
 
 def _chunk_rows_of(plan: _Plan, chunk: int) -> int:
@@ -67,7 +67,7 @@ def _chunk_grad(plan: _Plan, f: dict, a: int, b: int, y: torch.Tensor, y2: torch
     scale·∂value/∂z, the rows of the gradient with respect to the chunk's logits."""
     t = temperature
     if plan.form == "topk_reverse":
-        sub = {k: f[k][a:b] for k in _TOPK_KEYS}
+        sub = {k: f[k][a:b] for k in _TOPK_KEYS if f.get(k) is not None}  # steps: version-3 values only
         kn = f["nucleus_ids"].shape[1]
         sub["nucleus_ids"] = torch.arange(kn, device=y.device).expand(b - a, kn)  # `picked` holds them in order
         ids = f["nucleus_ids"][a:b]

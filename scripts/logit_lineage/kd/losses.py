@@ -56,6 +56,15 @@ full softmax (known exactly) and log p_T,v = log p_v / T − log Z_T:
   renormalised there (the peers' top-k reverse KL); the student's mass outside the
   nucleus is not penalised at all.
 
+Format version 3 (targets with `nucleus_step` / `tail_step`): the values are randomized-rounding
+codes with E[p̂] = p and E[ŵ] = w, so every term linear in them (the weights α at T = 1: CE and
+the forward-KL gradient) is used as read. Terms that are not (the entropy p̂ log p̂, ŵ log p̂;
+the reverse KL's log p̂ and log p̂ / q̂; p̂^(1/T), ŵ p̂^(1/T − 1) at T ≠ 1) are read through
+`_unrounded`, which subtracts the rounding's bias averaged over where a value falls between
+grid points; the remainder per value has mean 0 and is at most step²/12·|ψ'' − ρψ'|
+(docs/FORMAT.md). `_forward_weights` / `_reverse_weights` do this, so every loss built on them
+gets it.
+
 Memory: rows are processed `chunk_rows` at a time by custom autograd Functions whose
 backward recomputes the softmax per chunk, so at most one [chunk_rows, V] float32 buffer
 is alive besides the student logits and their gradient (reverse KL needs two, and halves
@@ -263,6 +272,48 @@ class _ReverseKD(torch.autograd.Function):
 # --- per-row teacher weights ----------------------------------------------------------------------
 
 
+def _grid(f: dict):
+    """Format version 3's grid steps per row ([N, 1] float64 each), or None for exact values."""
+    if f.get("nucleus_step") is None:
+        return None
+    return f["nucleus_step"].double()[:, None], f["tail_step"].double()[:, None]
+
+
+def _tail_slopes(s_lp: torch.Tensor, w: torch.Tensor, s_ok: torch.Tensor):
+    """a = d log w / d log p and a_ℓ = da / d log p of the tail weights w = p / q (float64).
+
+    With r = e^(log p − κ̂) = −log(1 − q) (q = p / w): a = 1 − r / (e^r − 1), from ≈ r/2 (far
+    below the threshold, w ≈ e^κ̂) to 1 (far above it, and κ̂ = −inf: w = p)."""
+    q = torch.where(s_ok & (w > 0), torch.exp(s_lp) / w, 1.0).clamp(0.0, 1.0)
+    r = -torch.log1p(-q)
+    rr = r.clamp(1e-4, 40.0)
+    em = torch.expm1(rr)
+    a = torch.where(r < 1e-4, r / 2 - r * r / 12, torch.where(r > 40.0, 1.0, 1.0 - rr / em))
+    a_l = torch.where(r < 1e-4, r / 2 - r * r / 6, torch.where(r > 40.0, 0.0, rr * (rr * torch.exp(rr) - em) / em**2))
+    return a, a_l
+
+
+def _unrounded(g: torch.Tensor, ell: torch.Tensor, step: torch.Tensor, slopes, c: float, m: int) -> torch.Tensor:
+    """ψ(ℓ̂) read from a randomized-rounding code, its bias to second order removed.
+
+    ψ = g·ℓ^m (m = 0 or 1) with g = W(ℓ)·e^(cℓ), W the quantity the code keeps unbiased
+    (p for the nucleus, the weight w for tail samples), ℓ̂ the decoded log-probability on a
+    grid of `step`. With the value at fraction φ between its grid points, E[ψ(ℓ̂)] − ψ(ℓ) =
+    (step²/2)·φ(1 − φ)·(ψ'' − ρψ') + O(step³), ρ = W''/W'; the mean over φ, step²/12·(ψ'' − ρψ'),
+    is subtracted. What remains, (step²/2)(φ(1 − φ) − 1/6)(ψ'' − ρψ'), has mean 0 over φ and is at
+    most step²/12·|ψ'' − ρψ'| (docs/FORMAT.md). Code 0 (ℓ̂ = 0: p near 1, φ near 0) is read as is.
+    """
+    a, a_l = slopes
+    a = torch.as_tensor(a, dtype=torch.float64, device=g.device)
+    a_l = torch.as_tensor(a_l, dtype=torch.float64, device=g.device)
+    rho = torch.where(a > 0, a + a_l / torch.where(a > 0, a, 1.0), 1.0)
+    b = a + c
+    k0 = b * b + a_l - rho * b
+    k = k0 if m == 0 else ell * k0 + 2 * b - rho
+    psi = g if m == 0 else g * ell
+    return psi - torch.where(ell < 0, step * step / 12 * g * k, 0.0)
+
+
 def _forward_weights(f: dict, estimator: str, temperature: float):
     """(ids [N, K], α [N, K] float32, −Ĥ(p_T) [N] float64) for the forward kinds. Σα = 1 except
     for the unbiased weights at T = 1, (p_N, w_S), whose sum m_N + Σ_S w has mean 1."""
@@ -271,6 +322,9 @@ def _forward_weights(f: dict, estimator: str, temperature: float):
     n_lp = f["nucleus_logprobs"].double()
     s_lp = f["tail_logprobs"].double()
     inv_t = 1.0 / temperature
+    grid = _grid(f)
+    if grid is not None:
+        return _forward_weights_on_grid(f, estimator, temperature, n_ok, s_ok, grid)
     if estimator == "topk":
         a = torch.where(n_ok, n_lp * inv_t, -math.inf)
         log_alpha = a - torch.logsumexp(a, 1, keepdim=True)
@@ -295,6 +349,38 @@ def _forward_weights(f: dict, estimator: str, temperature: float):
     return ids, torch.cat([alpha_n, alpha_s], 1).float(), neg_ent
 
 
+def _forward_weights_on_grid(f: dict, estimator: str, temperature: float, n_ok, s_ok, grid):
+    """`_forward_weights` for values read from version-3 codes: p̂ and ŵ are unbiased, so
+    every term linear in them is used as is (the weights α at T = 1); terms that are not
+    (p̂ log p̂ and ŵ log p̂ of the entropy, p̂^(1/T) and ŵ p̂^(1/T − 1) at T ≠ 1) are read
+    through `_unrounded`."""
+    h_n, h_s = grid
+    n_lp = torch.where(n_ok, f["nucleus_logprobs"].double(), 0.0)
+    s_lp = torch.where(s_ok, f["tail_logprobs"].double(), 0.0)
+    p = torch.where(n_ok, n_lp.exp(), 0.0)
+    inv_t = 1.0 / temperature
+    c = inv_t - 1.0
+    flat = (1.0, 0.0)  # W = p on the nucleus: d log W / dℓ = 1
+    raw_n = torch.where(n_ok, _unrounded(p * torch.exp(c * n_lp), n_lp, h_n, flat, c, 0), 0.0)
+    ent_n = torch.where(n_ok, _unrounded(p * torch.exp(c * n_lp), n_lp, h_n, flat, c, 1), 0.0)
+    if estimator == "topk":
+        z = raw_n.sum(1)
+        alpha_n = raw_n / z[:, None]
+        neg_ent = ent_n.sum(1) / z * inv_t - torch.log(z)
+        return f["nucleus_ids"], alpha_n.float(), neg_ent
+    w = torch.where(s_ok, f["tail_weights"].double(), 0.0)
+    slopes = _tail_slopes(s_lp, w, s_ok)
+    raw_s = torch.where(s_ok, _unrounded(w * torch.exp(c * s_lp), s_lp, h_s, slopes, c, 0), 0.0)
+    ent_s = torch.where(s_ok, _unrounded(w * torch.exp(c * s_lp), s_lp, h_s, slopes, c, 1), 0.0)
+    ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
+    if temperature == 1.0:  # α = (p̂, ŵ): linear, unbiased as read
+        return ids, torch.cat([p, w], 1).float(), ent_n.sum(1) + ent_s.sum(1)
+    z = raw_n.sum(1) + raw_s.sum(1)
+    alpha = torch.cat([raw_n, raw_s], 1) / z[:, None]
+    neg_ent = (ent_n.sum(1) + ent_s.sum(1)) / z * inv_t - torch.log(z)
+    return ids, alpha.float(), neg_ent
+
+
 def _reverse_weights(f: dict, temperature: float):
     """(ids, γ [N, K] float64, ok [N, K], log Ẑ_T [N] float64) for the reverse KL.
 
@@ -309,15 +395,28 @@ def _reverse_weights(f: dict, temperature: float):
     w = f["tail_weights"].double()
     inv_q = torch.where(s_ok, w * torch.exp(-s_lp), 0.0)  # 1/q = w/p
     inv_t = 1.0 / temperature
-    gamma = torch.cat([torch.where(n_ok, n_lp, 0.0), inv_q * s_lp], 1) * inv_t
+    grid = _grid(f)
+    if grid is None:
+        gamma = torch.cat([torch.where(n_ok, n_lp, 0.0), inv_q * s_lp], 1) * inv_t
+    else:  # version-3 codes: log p̂ and log p̂ / q̂ are not linear in p̂, ŵ (see `_unrounded`)
+        n_lp, s_lp = torch.where(n_ok, n_lp, 0.0), torch.where(s_ok, s_lp, 0.0)
+        slopes = _tail_slopes(s_lp, w, s_ok)
+        gamma_n = _unrounded(torch.ones_like(n_lp), n_lp, grid[0], (1.0, 0.0), -1.0, 1)
+        gamma_s = _unrounded(inv_q, s_lp, grid[1], slopes, -1.0, 1)
+        gamma = torch.cat([torch.where(n_ok, gamma_n, 0.0), torch.where(s_ok, gamma_s, 0.0)], 1) * inv_t
     ok = torch.cat([n_ok, s_ok], 1)
     ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
     if temperature == 1.0:
         log_z = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)  # Z_1 = 1 exactly
-    else:
+    elif grid is None:
         z_hat = (torch.where(n_ok, (n_lp * inv_t).exp(), 0.0).sum(1)
                  + torch.where(s_ok, w * (s_lp * (inv_t - 1.0)).exp(), 0.0).sum(1))
         log_z = torch.log(z_hat)
+    else:
+        c = inv_t - 1.0
+        raw_n = _unrounded(torch.exp(inv_t * n_lp), n_lp, grid[0], (1.0, 0.0), c, 0)
+        raw_s = _unrounded(w * torch.exp(c * s_lp), s_lp, grid[1], slopes, c, 0)
+        log_z = torch.log(torch.where(n_ok, raw_n, 0.0).sum(1) + torch.where(s_ok, raw_s, 0.0).sum(1))
     ids = torch.where(ok, ids, ids[:, :1])
     gamma = torch.where(ok, gamma, gamma[:, :1])
     return ids, gamma, ok, log_z
@@ -335,8 +434,16 @@ def _topk_reverse(logits2d: torch.Tensor, rows: Rows, f: dict, temperature: floa
         picked = logits2d[rows[:, None], ids]
     zs = torch.where(n_ok, picked.float() / temperature, -math.inf)
     ls = torch.where(n_ok, torch.log_softmax(zs, 1), 0.0)  # padding: 0, so no inf·0 in the backward
-    tp = torch.where(n_ok, f["nucleus_logprobs"].float() / temperature, -math.inf)
-    lt = torch.where(n_ok, torch.log_softmax(tp, 1), 0.0)
+    grid = _grid(f)
+    if grid is None:
+        tp = torch.where(n_ok, f["nucleus_logprobs"].float() / temperature, -math.inf)
+        lt = torch.where(n_ok, torch.log_softmax(tp, 1), 0.0)
+    else:  # version-3 codes: log p̂ and p̂^(1/T) read through `_unrounded`
+        n_lp = torch.where(n_ok, f["nucleus_logprobs"].double(), 0.0)
+        inv_t = 1.0 / temperature
+        ell = _unrounded(torch.ones_like(n_lp), n_lp, grid[0], (1.0, 0.0), -1.0, 1)
+        raw = torch.where(n_ok, _unrounded(torch.exp(inv_t * n_lp), n_lp, grid[0], (1.0, 0.0), inv_t - 1.0, 0), 0.0)
+        lt = torch.where(n_ok, ell * inv_t - torch.log(raw.sum(1, keepdim=True)), 0.0).float()
     kl = torch.where(n_ok, ls.exp() * (ls - lt), 0.0).sum(1)
     return kl * temperature**2
 

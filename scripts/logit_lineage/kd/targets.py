@@ -49,7 +49,7 @@ def example_targets(ex) -> dict[str, np.ndarray | int]:
     kappa = np.repeat(np.asarray(ex.threshold, dtype=np.float64), s_counts)
     n_p = np.exp(n_lp)
     nucleus_mass = np.bincount(_segments(n_counts), weights=n_p, minlength=n_counts.size)
-    return {
+    out = {
         "index": int(ex.index),
         "positions": np.asarray(ex.positions, dtype=np.int64),
         "token_ids": np.asarray(ex.token_ids, dtype=np.int64),
@@ -64,6 +64,11 @@ def example_targets(ex) -> dict[str, np.ndarray | int]:
         "tail_logprobs": s_lp,
         "tail_weights": tail_weights(s_lp, kappa),
     }
+    grid = getattr(ex, "grid", None)
+    if grid is not None:  # version 3: values are codes on a grid; kd's losses correct their rounding
+        out["nucleus_step"] = np.full(n_counts.size, grid[0])
+        out["tail_step"] = np.full(n_counts.size, grid[1])
+    return out
 
 
 @dataclass
@@ -88,6 +93,11 @@ class SparseTargets:
     tail_weights: torch.Tensor  # float32 [B, T, Ks]: p / q
     tail_logprobs: torch.Tensor  # float32 [B, T, Ks]
     vocab_size: int | None = None
+    # float64 [B, T]: log-probability grid step of the token's stored values (format version 3's
+    # codes; 0 for exact values); None when no token's values are on a grid. kd_loss reads it
+    # to correct the rounding's bias in terms that are not linear in p̂ and ŵ (docs/FORMAT.md).
+    nucleus_step: torch.Tensor | None = None
+    tail_step: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -201,7 +211,20 @@ def collate_targets(examples: list[dict], vocab_size: int | None = None) -> Spar
         tail_weights=padded("tail_weights", s_ok, np.float32),
         tail_logprobs=padded("tail_logprobs", s_ok, np.float32),
         vocab_size=vocab_size,
+        **_steps(examples, tok_ok),
     )
+
+
+def _steps(examples: list[dict], tok_ok: np.ndarray) -> dict:
+    """nucleus_step / tail_step [B, T] when any example's values are on a grid (0 elsewhere)."""
+    if not any("nucleus_step" in e for e in examples):
+        return {}
+    out = {}
+    for key in ("nucleus_step", "tail_step"):
+        vals = np.zeros(tok_ok.shape, dtype=np.float64)
+        vals[tok_ok] = np.concatenate([e[key] if key in e else np.zeros(len(e["positions"])) for e in examples])
+        out[key] = torch.from_numpy(vals)
+    return out
 
 
 def targets_from_compressed(c, positions: torch.Tensor | None = None, token_ids: torch.Tensor | None = None,
