@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Train one student (one method, one seed) and evaluate it on the held-out examples.
 
-The student is a Llama built from the teacher's config (--depth-fraction of its layers,
---width-fraction of its heads and MLP width, the same vocabulary), initialised from --seed,
-and trained for --steps steps of --batch-size examples of the --examples list (from
+The student (--init) is either a Llama built from the teacher's config (scratch:
+--depth-fraction of its layers, --width-fraction of its heads and MLP width, the same
+vocabulary, random weights from --seed) or a depth-pruned copy of the teacher (pruned:
+--depth-fraction of its layers, evenly spaced with the first and last kept, every kept
+weight copied, width unchanged; --width-fraction is not used). It is trained through
+logit_lineage.kd.KDTrainer (a transformers.Trainer) for --steps steps of --batch-size examples of the --examples list (from
 prepare_student_data.py) in the seed's order, on the stored (assistant) positions only,
 with one of four targets (--method):
 
@@ -49,6 +52,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULTS["warmup_steps"], show_default=True)
 @click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
 @click.option("--grad-clip", type=float, default=DEFAULTS["grad_clip"], show_default=True, help="Gradient norm clip (0: off).")
+@click.option("--init", "init", type=click.Choice(["scratch", "pruned"]), default=DEFAULTS["init"], show_default=True,
+              help="scratch: a smaller Llama, random weights; pruned: a depth-pruned copy of the teacher.")
 @click.option("--depth-fraction", type=float, default=DEFAULTS["depth_fraction"], show_default=True)
 @click.option("--width-fraction", type=float, default=DEFAULTS["width_fraction"], show_default=True)
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULTS["eval_batch_size"], show_default=True)
@@ -66,7 +71,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
 def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
-         weight_decay, grad_clip, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
+         weight_decay, grad_clip, init, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
          log_every, checkpoint, output, timings):
     import time
 
@@ -79,7 +84,15 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     from logit_lineage.student.data import batch_order, load_student_data, order_sha256
     from logit_lineage.student.eval_file import write_eval
     from logit_lineage.student.evaluate import evaluate_heldout
-    from logit_lineage.student.model import build_student, count_parameters, save_student, state_sha256, student_config
+    from logit_lineage.student.model import (
+        build_student,
+        count_parameters,
+        kept_layers,
+        pruned_student,
+        save_student,
+        state_sha256,
+        student_config,
+    )
     from logit_lineage.student.train import TrainSettings, train_student
 
     if not (0 < depth_fraction <= 1 and 0 < width_fraction <= 1):
@@ -94,11 +107,18 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     dev = next(model_teacher.parameters()).device
     probe = torch.from_numpy(data.heldout[0]["input_ids"][:64]).to(dev)
     check_head_matches_forward(model_teacher, probe)
-    cfg = student_config(model_teacher.config, depth_fraction=depth_fraction, width_fraction=width_fraction)
+    if init == "pruned":
+        student = pruned_student(model_teacher, depth_fraction)
+        cfg = student.config
+        log.info("pruned student keeps teacher layers %s", kept_layers(model_teacher.config.num_hidden_layers,
+                                                                       depth_fraction))
+    else:
+        cfg = student_config(model_teacher.config, depth_fraction=depth_fraction, width_fraction=width_fraction)
     if cfg.vocab_size < data.vocab_size:
         raise LineageError(f"teacher config has {cfg.vocab_size} tokens, the shards index {data.vocab_size}")
     pad_id = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else 0
-    student = build_student(cfg, seed)
+    if init == "scratch":
+        student = build_student(cfg, seed)
     init_sha = state_sha256(student)
     order = batch_order(len(data.train), steps=steps, batch_size=batch_size, seed=seed)
     settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
@@ -122,8 +142,9 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         "checkpoint": str(checkpoint),
         "shards": {"label": format_label, **stored},
         "student": {
+            "init": init,
             "num_layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
-            "num_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+            "num_heads": cfg.num_attention_heads, "intermediate_size": getattr(cfg, "intermediate_size", None),
             "vocab_size": cfg.vocab_size, "parameters": count_parameters(student),
         },
         "training": {

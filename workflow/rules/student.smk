@@ -127,6 +127,7 @@ rule train_student:
             f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']}"
         ),
         model=(
+            f"--init {STUDENT['init']} "
             f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
             f"--teacher-dtype {STUDENT['teacher_dtype']} --eval-batch-size {STUDENT['eval_batch_size']}"
         ),

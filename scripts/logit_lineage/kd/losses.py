@@ -449,8 +449,9 @@ def dense_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
             return (ls.exp() * (ls - lt)).sum(-1)
         if lt.shape[-1] < ls.shape[-1]:  # padded student: the teacher's extra ids have p = 0
             ls = ls[:, : lt.shape[-1]]
-        ce = -(lt.exp() * ls).sum(-1)
-        return ce if kind == "ce" else ce + (lt.exp() * lt).sum(-1)
+        pt = lt.exp()
+        ce = -(pt * ls).sum(-1)
+        return ce if kind == "ce" else ce + torch.where(pt > 0, pt * lt, 0.0).sum(-1)  # 0·log 0 = 0
 
     parts = []
     for a in range(0, n, chunk):

@@ -115,7 +115,7 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
     with tempfile.TemporaryDirectory(prefix="kdtrainer-") as out:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=settings.batch_size, max_steps=settings.steps,
-            max_grad_norm=settings.grad_clip if settings.grad_clip > 0 else None, logging_steps=settings.log_every,
+            max_grad_norm=max(0.0, settings.grad_clip), logging_steps=settings.log_every,
             save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu",
             dataloader_num_workers=0, dataloader_pin_memory=False,
         )
