@@ -172,6 +172,54 @@ def test_the_datasets_split_wins_and_a_disagreeing_one_is_refused(tiny, tmp_path
         trainer._split_for_processes(other)
 
 
+DDP_RUN = """
+import json, sys
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+from logit_lineage.kd import CompressedLogitsDataset, KDTrainer
+shards, held, ids_file, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3], sys.argv[4]
+ids = {int(k): v for k, v in json.load(open(ids_file)).items()}
+train = CompressedLogitsDataset(shards, input_ids_fn=ids.__getitem__)
+heldout = CompressedLogitsDataset(held, input_ids_fn=ids.__getitem__)
+torch.manual_seed(0)
+student = LlamaForCausalLM(LlamaConfig(vocab_size=train.vocab_size, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4))
+args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, learning_rate=1e-2, num_train_epochs=2,
+                         report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, ddp_backend="gloo")
+trainer = KDTrainer(model=student, args=args, train_dataset=train, eval_dataset=heldout)
+seen = sorted(int(i) for b in trainer.get_train_dataloader() for i in b["index"])
+before = trainer.evaluate()
+trainer.train()
+after = trainer.evaluate()
+print("RESULT", json.dumps({"rank": args.process_index, "world": args.world_size, "seen": seen,
+                            "steps": trainer.state.global_step, "before": before["eval_kl_to_teacher"],
+                            "after": after["eval_kl_to_teacher"], "tokens": after["eval_tokens"],
+                            "head": float(student.lm_head.weight.detach().double().sum())}), flush=True)
+"""
+
+
+def test_two_process_launch_splits_by_the_datasets_own_split(tiny, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each reads its own shard, DDP keeps the weights
+    equal, the held-out metrics are summed over both processes' rows."""
+    from conftest import subprocess_env
+
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_RUN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+         str(script), ",".join(map(str, tiny["train"])), str(tiny["held"]), str(tiny["root"] / "ids.json"),
+         str(tmp_path / "out")], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = sorted((json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT")),
+                 key=lambda r: r["rank"])
+    assert [(r["rank"], r["world"]) for r in got] == [(0, 2), (1, 2)]
+    assert got[0]["seen"] == list(range(N_TRAIN // 2)) and got[1]["seen"] == list(range(N_TRAIN // 2, N_TRAIN))
+    assert got[0]["steps"] == got[1]["steps"] == 2 * math.ceil(N_TRAIN / 2 / 4)
+    assert got[0]["head"] == got[1]["head"] and got[0]["after"] == got[1]["after"] < got[0]["before"]
+    _, held = datasets_of(tiny)
+    assert got[0]["tokens"] == sum(len(it["positions"]) for it in held)
+
+
 # --- gradient accumulation --------------------------------------------------------------------------
 
 
@@ -370,3 +418,60 @@ def test_kdtrainer_trains_from_hub_streaming(tiny, tmp_path, hub_server, hub_env
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["steps"] == 24 and got["after"] < 0.7 * got["before"], got
     assert "streamed and has no length: set TrainingArguments(max_steps=" in got["no_steps"]
+
+
+# --- docs/KD.md's Trainer and collator examples on the demo shards ------------------------------------
+
+
+def kd_md_example(heading: str) -> str:
+    """The first python block under a docs/KD.md heading."""
+    import re
+
+    from conftest import REPO
+
+    found = re.search(rf"{re.escape(heading)}\n.*?```python\n(.*?)```", (REPO / "docs" / "KD.md").read_text(), re.S)
+    assert found, heading
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def demo_results(demo_inputs, tmp_path_factory):
+    """The default run's layout (results/demo/teacher, results/demo/conversations.parquet,
+    results/distill/logits/) with two shards extracted by chain A's scripts from the demo inputs."""
+    from conftest import run_script
+
+    root = tmp_path_factory.mktemp("kd_md")
+    (root / "results" / "demo").mkdir(parents=True)
+    (root / "results" / "demo" / "teacher").symlink_to(demo_inputs["teacher"])
+    (root / "results" / "demo" / "conversations.parquet").symlink_to(demo_inputs["dataset"])
+    work, logits = root / "work", root / "results" / "distill" / "logits"
+    work.mkdir()
+    logits.mkdir(parents=True)
+    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
+    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(work / "lengths.parquet"),
+               "--skipped", str(work / "skipped.tsv"), check=True)
+    run_script("make_shards.py", "--lengths", str(work / "lengths.parquet"), "--n-shards", "2",
+               "--output", str(work / "plan.parquet"), check=True)
+    for i in range(2):
+        rows = work / f"rows-{i}.parquet"
+        run_script("select_shard.py", "--plan", str(work / "plan.parquet"), "--shard", str(i), "--output", str(rows),
+                   check=True)
+        run_script("extract_logits.py", *src, "--shard", str(rows), "--output", str(logits / f"shard-{i:05d}.parquet"),
+                   "--token-budget", "1200", "--threads", "1", check=True)
+    return root
+
+
+def test_kd_md_trainer_and_collator_examples_run_as_written(demo_results):
+    """The Trainer example trains a student on the demo shards and lowers its held-out KL;
+    the collator example then runs a hand-written loop on the same objects."""
+    from conftest import subprocess_env
+
+    code = kd_md_example("## Training with `transformers.Trainer`") + kd_md_example("### The collator without the trainer")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=demo_results, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kl = [line for line in proc.stdout.splitlines() if line.startswith("held-out KL")]
+    assert len(kl) == 1, proc.stdout[-2000:]
+    before, after = float(kl[0].split()[2]), float(kl[0].split()[4])
+    assert after < 0.8 * before, kl
+    assert any(line.startswith("collator loop 5 steps") for line in proc.stdout.splitlines()), proc.stdout[-2000:]

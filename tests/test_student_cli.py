@@ -107,6 +107,33 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     assert plot.stat().st_size > 10_000
 
 
+def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
+    """--init pruned: a depth-pruned copy of the teacher (2 layers → 1 kept at 0.5, width
+    unchanged); two seeds start from the same weights; it is already close to the teacher
+    and KD keeps it closer than a scratch student of the same depth gets."""
+    from logit_lineage.student.model import load_student
+
+    records = {}
+    for init, seed in (("pruned", "1"), ("pruned", "2"), ("scratch", "1")):
+        out = tmp_path / f"{init}-{seed}"
+        proc = run_script(
+            "train_student.py", "--method", "dense", "--seed", seed, "--examples", str(shards["examples"]),
+            *_logits_args(shards["logits"]), "--teacher", str(shards["teacher"]), "--steps", "8",
+            "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", init,
+            "--checkpoint", str(out / "model.safetensors"), "--output", str(out / "eval.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records[(init, seed)] = read_eval(out / "eval.json")
+    pruned = records[("pruned", "1")]
+    teacher_cfg = json.loads((shards["teacher"] / "config.json").read_text())
+    assert pruned["student"]["init"] == "pruned" and pruned["student"]["num_layers"] == 1
+    assert pruned["student"]["hidden_size"] == teacher_cfg["hidden_size"]
+    assert pruned["training"]["init_sha256"] == records[("pruned", "2")]["training"]["init_sha256"]
+    assert pruned["training"]["init_sha256"] != records[("scratch", "1")]["training"]["init_sha256"]
+    assert pruned["heldout"]["kl_to_teacher"] < records[("scratch", "1")]["heldout"]["kl_to_teacher"]
+    model, meta = load_student(tmp_path / "pruned-1" / "model.safetensors")
+    assert model.config.num_hidden_layers == 1 and meta["method"] == "dense"
+
+
 def test_errors_are_one_line_and_leave_nothing(shards, tmp_path):
     out = tmp_path / "run"
     proc = _train(shards, "compressed", out, logits=shards["logits"][:1])

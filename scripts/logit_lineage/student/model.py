@@ -16,8 +16,9 @@
   in Large Language Models are More Redundant Than You Expect",
   https://arxiv.org/abs/2403.03853) drops the layers whose output changes the hidden state
   least (Block Influence). Both choose the layers by a measured importance; here they are
-  spaced evenly, which needs no calibration data and keeps the first and last layers that
-  both papers find the most important. At depth_fraction 1 the copy is the teacher.
+  spaced evenly, which needs no calibration data and keeps the first and the last layer,
+  which such importance measures typically rank among the most important. At
+  depth_fraction 1 the copy is the teacher.
 
 Checkpoint: one safetensors file (the state dict, float32) whose `__metadata__` holds
     format          "logit-lineage-student"
