@@ -62,6 +62,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               show_default=True)
 @click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--curve-every", type=click.IntRange(min=0), default=DEFAULTS["curve_every"], show_default=True,
+              help="Held-out KL (estimated from the shards) every N steps for the learning curve (0: off).")
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Student safetensors to write.")
@@ -72,7 +74,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @main_guard
 def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
          weight_decay, grad_clip, init, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
-         log_every, checkpoint, output, timings):
+         curve_every, log_every, checkpoint, output, timings):
     import time
 
     import torch
@@ -130,7 +132,8 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     loaded = time.perf_counter()
     result = train_student(student, data.train, order, method, settings, device=dev,
                            teacher=model_teacher if method == "dense" else None, pad_id=pad_id,
-                           vocab_size=data.vocab_size)
+                           vocab_size=data.vocab_size, heldout=data.heldout, curve_every=curve_every,
+                           eval_batch_size=eval_batch_size)
     eval_start = time.perf_counter()
     held = evaluate_heldout(student, model_teacher, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
                             vocab_size=data.vocab_size, device=dev)
@@ -153,6 +156,7 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
             "train_examples": len(data.train), "tokens": result.tokens, "examples": result.examples,
             "teacher_forward_tokens": result.teacher_tokens, "final_loss": result.final_loss,
             "loss_curve": [[s, v] for s, v in result.losses],
+            "heldout_curve": [[s, v] for s, v in result.curve],
             "data_order_sha256": order_sha256(order, data.train), "init_sha256": init_sha, "device": str(dev),
         },
         "heldout": held,

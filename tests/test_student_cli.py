@@ -69,7 +69,7 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     evals = []
     for method in METHODS:
         out = tmp_path / method
-        proc = _train(shards, method, out)
+        proc = _train(shards, method, out, "--curve-every", "3")
         assert proc.returncode == 0, proc.stderr[-3000:]
         shards_used = " on main (format 2, " if method in ("compressed", "topk") else " seed 3"
         assert proc.stdout.startswith(f"{method}{shards_used}") and "seed 3: 8 steps" in proc.stdout
@@ -83,6 +83,11 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     assert records[0]["student"]["num_layers"] == 1 and records[0]["student"]["hidden_size"] == 24
 
     assert [r["training"]["teacher_forward_tokens"] > 0 for r in records] == [m == "dense" for m in METHODS]
+    # learning curves: the shards' held-out KL estimate before training, every 3 steps and after the last
+    for r in records:
+        curve = r["training"]["heldout_curve"]
+        assert [s for s, _ in curve] == [0, 3, 6, 8] and curve[-1][1] < curve[0][1], (r["method"], curve)
+    assert len({r["training"]["heldout_curve"][0][1] for r in records}) == 1  # same start for every method
 
     table, summary, plot, timings = tmp_path / "t.csv", tmp_path / "s.json", tmp_path / "p.png", tmp_path / "b.csv"
     # timings match their runs by content, in any order

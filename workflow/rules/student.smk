@@ -124,7 +124,8 @@ rule train_student:
         training=(
             f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
             f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
-            f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']}"
+            f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']} "
+            f"--curve-every {STUDENT['curve_every']}"
         ),
         model=(
             f"--init {STUDENT['init']} "

@@ -133,14 +133,16 @@ class KDTrainer(Trainer):
     tokenizer), used for evaluation and, with targets="teacher", for the KD term too.
     fused_head: compute the sparse KD term from the last hidden states and the output head's
     weight with `logit_lineage.kd.fused.kd_loss_from_hidden` (no [tokens, V] logits).
+    eval_against: "auto" (the teacher when given, else the shards), "shards" (the unbiased
+    sparse estimate of the held-out KL, cheap: no teacher forward) or "teacher".
     pad_id: padding id of the collator (default: the model's pad_token_id, else 0).
     Other keyword arguments go to `Trainer`.
     """
 
     def __init__(self, model=None, args=None, train_dataset=None, eval_dataset=None, *, kind: str = "forward_kl",
                  estimator: str = "unbiased", temperature: float = 1.0, alpha: float = 1.0, teacher=None,
-                 targets: str = "shards", fused_head: bool = False, pad_id: int | None = None,
-                 data_collator=None, **kwargs):
+                 targets: str = "shards", eval_against: str = "auto", fused_head: bool = False,
+                 pad_id: int | None = None, data_collator=None, **kwargs):
         if kind not in KINDS:
             raise LineageError(f"kind must be one of {KINDS}, got {kind!r}")
         if estimator not in ESTIMATORS:
@@ -151,12 +153,16 @@ class KDTrainer(Trainer):
             raise LineageError(f"alpha must be in [0, 1], got {alpha}")
         if targets not in TARGETS:
             raise LineageError(f"targets must be one of {TARGETS}, got {targets!r}")
+        if eval_against not in ("auto", "shards", "teacher") or (eval_against == "teacher" and teacher is None):
+            raise LineageError(f"eval_against must be 'auto', 'shards' or 'teacher' (with teacher=), got "
+                               f"{eval_against!r}")
         if targets == "teacher" and teacher is None:
             raise LineageError("targets='teacher' needs teacher= (a dense teacher model)")
         if model is None:
             raise LineageError("KDTrainer needs model= (the student)")
         self.kind, self.estimator, self.temperature, self.alpha = kind, estimator, float(temperature), float(alpha)
         self.teacher, self.targets, self.fused_head = teacher, targets, fused_head
+        self.eval_against = eval_against
         teacher_vocab = None
         for ds in (train_dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset])):
             if ds is not None and getattr(ds, "vocab_size", None) is not None:
@@ -392,7 +398,7 @@ class KDTrainer(Trainer):
                 batch = self._prepare_inputs(batch)
                 targets = batch["targets"]
                 logits = self._student_rows(model, batch, need_logits=True)[0].float()
-                if self.teacher is not None:
+                if self.teacher is not None and self.eval_against != "shards":
                     t_logits = self._teacher_rows(batch).double()
                     kl = dense_kd_loss(logits.double(), t_logits, kind="forward_kl", reduction="sum")
                     t_top = t_logits.argmax(-1)

@@ -50,6 +50,8 @@ class TrainResult:
     seconds: float  # the loop's wall time; logged, never written to a result (results are reproducible)
     final_loss: float  # mean of the last 10 % of the steps' losses
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) every log_every steps
+    # (step, held-out KL estimated from the shards) every curve_every steps, first and last included
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def method_loss(method: str, student_logits: torch.Tensor, targets, teacher_logits: torch.Tensor | None = None):
@@ -91,9 +93,15 @@ def method_trainer_args(method: str, teacher=None) -> dict:
 
 
 def train_student(model, items: list[dict], order: np.ndarray, method: str, settings: TrainSettings, *,
-                  device, teacher=None, pad_id: int = 0, vocab_size: int | None = None) -> TrainResult:
+                  device, teacher=None, pad_id: int = 0, vocab_size: int | None = None,
+                  heldout: list[dict] | None = None, curve_every: int = 0,
+                  eval_batch_size: int = 32) -> TrainResult:
     """Train `model` in place on `items` in `order` ([steps, batch_size] positions), through
-    `logit_lineage.kd.KDTrainer` (a `transformers.Trainer`): the users' training path."""
+    `logit_lineage.kd.KDTrainer` (a `transformers.Trainer`): the users' training path.
+
+    With `heldout` and curve_every > 0, the learning curve: the held-out KL estimated from
+    the shards' records (unbiased; the same estimate for every method, no teacher forward)
+    before training, every curve_every steps and after the last step."""
     import tempfile
 
     from transformers import TrainingArguments
@@ -117,14 +125,24 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
             output_dir=out, per_device_train_batch_size=settings.batch_size, max_steps=settings.steps,
             max_grad_norm=max(0.0, settings.grad_clip), logging_steps=settings.log_every,
             save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu",
-            dataloader_num_workers=0, dataloader_pin_memory=False,
+            dataloader_num_workers=0, dataloader_pin_memory=False, per_device_eval_batch_size=eval_batch_size,
+            **({"eval_strategy": "steps", "eval_steps": curve_every} if heldout and curve_every > 0 else {}),
         )
         trainer = KDTrainer(model=model, args=args, train_dataset=as_ordered_dataset(items, order),
+                            eval_dataset=heldout if heldout and curve_every > 0 else None, eval_against="shards",
                             data_collator=KDDataCollator(vocab_size, pad_id=pad_id, labels=False),
                             optimizers=(opt, sched), **method_trainer_args(method, teacher))
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
+        curve = {}
+        if trainer.eval_dataset is not None:
+            curve[0] = trainer.evaluate()["eval_kl_to_teacher"]  # train() starts a new log history
         trainer.train()
+        curve.update((int(e["step"]), float(e["eval_kl_to_teacher"])) for e in trainer.state.log_history
+                     if "eval_kl_to_teacher" in e)
+        if trainer.eval_dataset is not None and settings.steps not in curve:
+            curve[settings.steps] = trainer.evaluate()["eval_kl_to_teacher"]
+    curve = sorted(curve.items())
     model.eval()
     losses = [v for _, v in trainer.loss_history()]
     if len(losses) != settings.steps:
@@ -139,4 +157,5 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
         teacher_tokens = sum(settings.batch_size * max(len(items[int(i)]["input_ids"]) for i in row) for row in order)
     tail = losses[-max(1, len(losses) // 10):]
     return TrainResult(steps=settings.steps, tokens=tokens, examples=len(picked), teacher_tokens=teacher_tokens,
-                       seconds=time.perf_counter() - start, final_loss=float(np.mean(tail)), losses=history)
+                       seconds=time.perf_counter() - start, final_loss=float(np.mean(tail)), losses=history,
+                       curve=curve)
