@@ -54,6 +54,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--grad-clip", type=float, default=DEFAULTS["grad_clip"], show_default=True, help="Gradient norm clip (0: off).")
 @click.option("--init", "init", type=click.Choice(["scratch", "pruned"]), default=DEFAULTS["init"], show_default=True,
               help="scratch: a smaller Llama, random weights; pruned: a depth-pruned copy of the teacher.")
+@click.option("--freeze-embeddings/--train-embeddings", default=DEFAULTS["freeze_embeddings"], show_default=True,
+              help="Keep the input embeddings and the output head as initialised (a pruned copy keeps the teacher's).")
 @click.option("--depth-fraction", type=float, default=DEFAULTS["depth_fraction"], show_default=True)
 @click.option("--width-fraction", type=float, default=DEFAULTS["width_fraction"], show_default=True)
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULTS["eval_batch_size"], show_default=True)
@@ -73,7 +75,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
 def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
-         weight_decay, grad_clip, init, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
+         weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
          curve_every, log_every, checkpoint, output, timings):
     import time
 
@@ -121,6 +123,9 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     pad_id = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else 0
     if init == "scratch":
         student = build_student(cfg, seed)
+    if freeze_embeddings:
+        for module in (student.get_input_embeddings(), student.get_output_embeddings()):
+            module.requires_grad_(False)
     init_sha = state_sha256(student)
     order = batch_order(len(data.train), steps=steps, batch_size=batch_size, seed=seed)
     settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
@@ -145,7 +150,8 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         "checkpoint": str(checkpoint),
         "shards": {"label": format_label, **stored},
         "student": {
-            "init": init,
+            "init": init, "frozen_embeddings": freeze_embeddings,
+            "trained_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
             "num_layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
             "num_heads": cfg.num_attention_heads, "intermediate_size": getattr(cfg, "intermediate_size", None),
             "vocab_size": cfg.vocab_size, "parameters": count_parameters(student),

@@ -119,12 +119,13 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     from logit_lineage.student.model import load_student
 
     records = {}
-    for init, seed in (("pruned", "1"), ("pruned", "2"), ("scratch", "1")):
+    for init, seed, extra in (("pruned", "1", ()), ("pruned", "2", ()), ("scratch", "1", ()),
+                              ("pruned", "3", ("--freeze-embeddings",))):
         out = tmp_path / f"{init}-{seed}"
         proc = run_script(
             "train_student.py", "--method", "dense", "--seed", seed, "--examples", str(shards["examples"]),
             *_logits_args(shards["logits"]), "--teacher", str(shards["teacher"]), "--steps", "8",
-            "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", init,
+            "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", init, *extra,
             "--checkpoint", str(out / "model.safetensors"), "--output", str(out / "eval.json"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         records[(init, seed)] = read_eval(out / "eval.json")
@@ -137,6 +138,16 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     assert pruned["heldout"]["kl_to_teacher"] < records[("scratch", "1")]["heldout"]["kl_to_teacher"]
     model, meta = load_student(tmp_path / "pruned-1" / "model.safetensors")
     assert model.config.num_hidden_layers == 1 and meta["method"] == "dense"
+    # --freeze-embeddings: the teacher's embeddings and head come out as they went in
+    from safetensors.torch import load_file
+
+    teacher = load_file(shards["teacher"] / "model.safetensors")
+    frozen, trained = (load_file(tmp_path / name / "model.safetensors") for name in ("pruned-3", "pruned-1"))
+    frozen_rec = records[("pruned", "3")]["student"]
+    assert frozen_rec["frozen_embeddings"] and frozen_rec["trained_parameters"] < frozen_rec["parameters"]
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in teacher:
+            assert (frozen[key] == teacher[key]).all() and not (trained[key] == teacher[key]).all(), key
 
 
 def test_errors_are_one_line_and_leave_nothing(shards, tmp_path):

@@ -129,7 +129,8 @@ rule train_student:
         ),
         model=(
             f"--init {STUDENT['init']} "
-            f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
+            + ("--freeze-embeddings " if STUDENT["freeze_embeddings"] else "")
+            + f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
             f"--teacher-dtype {STUDENT['teacher_dtype']} --eval-batch-size {STUDENT['eval_batch_size']}"
         ),
         device=STUDENT["device"],

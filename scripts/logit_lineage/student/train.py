@@ -117,7 +117,8 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
         raise ValueError(f"batch order has shape {order.shape}, settings say ({settings.steps}, {settings.batch_size})")
     device = torch.device(device)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]  # frozen embeddings stay out
+    opt = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, settings))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kdtrainer-") as out:
