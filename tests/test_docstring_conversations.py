@@ -43,3 +43,8 @@ def test_too_few_or_missing_packages_are_refused_in_one_line():
         docstring_conversations(["click"], n=100_000, seed=0)
     with pytest.raises(LineageError, match="package 'no_such_pkg_x' is not installed"):
         docstring_conversations(["no_such_pkg_x"], n=1, seed=0)
+
+
+def test_help():
+    proc = run_script("make_docstring_conversations.py", "--help")
+    assert proc.returncode == 0 and "Usage:" in proc.stdout and "--packages" in proc.stdout
