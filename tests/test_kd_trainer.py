@@ -475,3 +475,28 @@ def test_kd_md_trainer_and_collator_examples_run_as_written(demo_results):
     before, after = float(kl[0].split()[2]), float(kl[0].split()[4])
     assert after < 0.8 * before, kl
     assert any(line.startswith("collator loop 5 steps") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
+
+
+# --- the gradient yardstick -------------------------------------------------------------------------
+
+
+def test_gradient_yardstick_tells_the_unbiased_target_from_topk(tiny):
+    from logit_lineage.kd.yardstick import gradient_yardstick
+
+    train, _ = datasets_of(tiny)
+    items = sorted(train, key=lambda it: it["index"])
+    collate = KDDataCollator(VOCAB)
+    batches = [collate(items[i:i + 4]) for i in range(0, N_TRAIN, 4)]
+    student = small_student()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    got = gradient_yardstick(student, tiny["teacher"], batches)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert all(p.grad is None for p in student.parameters())
+    u, t = got["unbiased"], got["topk"]
+    assert u["batches"] == t["batches"] == N_TRAIN // 4
+    assert u["cosine"] > 0.999 and t["cosine"] < u["cosine"]
+    assert u["relative_bias"] < 2.5 * u["relative_bias_se"]  # unbiased: a bias of the order of its noise
+    assert t["relative_bias"] > 2 * t["relative_bias_se"] and t["relative_bias"] > 4 * u["relative_bias"]
+    assert 0 <= u["excess_variance"] < t["excess_variance"]
+    with pytest.raises(ValueError, match="at least 2 batches"):
+        gradient_yardstick(student, tiny["teacher"], batches[:1])

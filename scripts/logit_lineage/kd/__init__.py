@@ -9,7 +9,8 @@ from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversat
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
 
-_LAZY = {"KDTrainer": "logit_lineage.kd.trainer", "KDDataCollator": "logit_lineage.kd.trainer"}
+_LAZY = {"KDTrainer": "logit_lineage.kd.trainer", "KDDataCollator": "logit_lineage.kd.trainer",
+         "gradient_yardstick": "logit_lineage.kd.yardstick"}
 
 
 def __getattr__(name: str):
@@ -32,6 +33,7 @@ __all__ = [
     "conversation_input_ids",
     "dense_kd_loss",
     "example_targets",
+    "gradient_yardstick",
     "hard_label_loss",
     "kd_loss",
     "targets_from_compressed",
