@@ -66,6 +66,10 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--curve-every", type=click.IntRange(min=0), default=DEFAULTS["curve_every"], show_default=True,
               help="Held-out KL (estimated from the shards) every N steps for the learning curve (0: off).")
+@click.option("--yardstick-batches", type=click.IntRange(min=0), default=DEFAULTS["yardstick_batches"],
+              show_default=True,
+              help="Method dense only: gradient yardstick before and after training on the held-out examples cut "
+                   "into N batches (kd.gradient_yardstick: unbiased and topk against the dense teacher; 0: off).")
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Student safetensors to write.")
@@ -76,7 +80,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @main_guard
 def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
          weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
-         curve_every, log_every, checkpoint, output, timings):
+         curve_every, yardstick_batches, log_every, checkpoint, output, timings):
     import time
 
     import torch
@@ -134,11 +138,29 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     log.info("student %s seed %d: %d layers, hidden %d, %d heads, %d parameters; %d training / %d held-out "
              "examples on %s", method, seed, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
              count_parameters(student), len(data.train), len(data.heldout), dev)
+    yardstick = {}
+    yardstick_batches = yardstick_batches if method == "dense" else 0  # one per seed: the dense run's student
+    if yardstick_batches:
+        import numpy as np
+
+        from logit_lineage.kd import KDDataCollator, gradient_yardstick
+
+        if yardstick_batches > len(data.heldout) or yardstick_batches < 2:
+            raise LineageError(f"--yardstick-batches {yardstick_batches}: the held-out set has "
+                               f"{len(data.heldout)} examples, at least 2 batches of one are needed")
+        collate = KDDataCollator(data.vocab_size, pad_id=pad_id, labels=False)
+        parts = np.array_split(np.arange(len(data.heldout)), yardstick_batches)
+        yard_batches = [{k: (v.to(dev) if hasattr(v, "to") else v) for k, v in
+                         collate([data.heldout[i] for i in part]).items()} for part in parts]
+        student.to(dev)
+        yardstick["init"] = gradient_yardstick(student, model_teacher, yard_batches)
     loaded = time.perf_counter()
     result = train_student(student, data.train, order, method, settings, device=dev,
                            teacher=model_teacher if method == "dense" else None, pad_id=pad_id,
                            vocab_size=data.vocab_size, heldout=data.heldout, curve_every=curve_every,
                            eval_batch_size=eval_batch_size)
+    if yardstick_batches:
+        yardstick["final"] = gradient_yardstick(student, model_teacher, yard_batches)
     eval_start = time.perf_counter()
     held = evaluate_heldout(student, model_teacher, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
                             vocab_size=data.vocab_size, device=dev)
@@ -166,6 +188,7 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
             "data_order_sha256": order_sha256(order, data.train), "init_sha256": init_sha, "device": str(dev),
         },
         "heldout": held,
+        **({"gradient_yardstick": yardstick} if yardstick else {}),
     })
     shards_used = (f" on {format_label} (format {stored['format_version']}, {stored['bytes_per_token']:.1f} B/token)"
                    if method in SHARD_METHODS else "")

@@ -119,7 +119,7 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     from logit_lineage.student.model import load_student
 
     records = {}
-    for init, seed, extra in (("pruned", "1", ()), ("pruned", "2", ()), ("scratch", "1", ()),
+    for init, seed, extra in (("pruned", "1", ("--yardstick-batches", "4")), ("pruned", "2", ()), ("scratch", "1", ()),
                               ("pruned", "3", ("--freeze-embeddings",))):
         out = tmp_path / f"{init}-{seed}"
         proc = run_script(
@@ -136,6 +136,10 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     assert pruned["training"]["init_sha256"] == records[("pruned", "2")]["training"]["init_sha256"]
     assert pruned["training"]["init_sha256"] != records[("scratch", "1")]["training"]["init_sha256"]
     assert pruned["heldout"]["kl_to_teacher"] < records[("scratch", "1")]["heldout"]["kl_to_teacher"]
+    yard = pruned["gradient_yardstick"]  # before and after training, per sparse target
+    assert set(yard) == {"init", "final"} and all(set(v) == {"unbiased", "topk"} for v in yard.values())
+    assert all(v["unbiased"]["batches"] == 4 and v["unbiased"]["cosine"] > 0.9 for v in yard.values())
+    assert "gradient_yardstick" not in records[("pruned", "2")]
     model, meta = load_student(tmp_path / "pruned-1" / "model.safetensors")
     assert model.config.num_hidden_layers == 1 and meta["method"] == "dense"
     # --freeze-embeddings: the teacher's embeddings and head come out as they went in

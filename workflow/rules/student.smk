@@ -125,7 +125,7 @@ rule train_student:
             f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
             f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
             f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']} "
-            f"--curve-every {STUDENT['curve_every']}"
+            f"--curve-every {STUDENT['curve_every']} --yardstick-batches {STUDENT['yardstick_batches']}"
         ),
         model=(
             f"--init {STUDENT['init']} "

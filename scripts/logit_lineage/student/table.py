@@ -85,6 +85,7 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
             "parameters": int(rec["student"].get("parameters", 0)), "checkpoint": rec["checkpoint"],
             "data_order_sha256": t["data_order_sha256"], "init_sha256": t["init_sha256"],
             "heldout_curve": [(int(a), float(b)) for a, b in t.get("heldout_curve") or []],
+            "gradient_yardstick": rec.get("gradient_yardstick"),
         })
     if not rows:
         raise LineageError("no evaluation files to tabulate")
@@ -192,6 +193,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             "compressed_no_worse_than_topk": no_worse,
             "met": None if closes is None or no_worse is None else bool(closes and no_worse),
         },
+        "gradient_yardstick": {f"{r['method']}/{r['format']}/seed-{r['seed']}": r["gradient_yardstick"]
+                               for r in rows if r.get("gradient_yardstick")},
         "heldout": {"examples": rows[0]["heldout_examples"], "tokens": rows[0]["heldout_tokens"]},
         "teacher": {"ce": rows[0]["teacher_ce"], "entropy": rows[0]["teacher_entropy"]},
     }
