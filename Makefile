@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 CORES ?= all
 
-.PHONY: venv demo test test-slurm bench lint dag report clean
+.PHONY: venv demo test test-slurm bench bench-students lint dag report clean
 
 venv: $(STAMP)
 
@@ -48,8 +48,13 @@ dag: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --report report.html
 
-bench: $(STAMP)
+bench: $(STAMP) bench-students
 	$(BIN)/python -m pytest -m bench -s tests/bench
+
+# Students of the real teacher (SmolLM2-135M-Instruct) judged on held-out KL (docs/STUDENT.md).
+bench-students: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile config/smollm2_students.yaml
+	$(BIN)/snakemake --configfile config/smollm2_students.yaml --report results/smollm2_students/report.html
 
 clean:
 	rm -rf results .snakemake report.html

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Train one student (one method, one seed) and evaluate it on the held-out examples.
 
-The student is a Llama built from the teacher's config (--depth-fraction of its layers,
---width-fraction of its heads and MLP width, the same vocabulary), initialised from --seed,
-and trained for --steps steps of --batch-size examples of the --examples list (from
+The student (--init) is either a Llama built from the teacher's config (scratch:
+--depth-fraction of its layers, --width-fraction of its heads and MLP width, the same
+vocabulary, random weights from --seed) or a depth-pruned copy of the teacher (pruned:
+--depth-fraction of its layers, evenly spaced with the first and last kept, every kept
+weight copied, width unchanged; --width-fraction is not used). It is trained through
+logit_lineage.kd.KDTrainer (a transformers.Trainer) for --steps steps of --batch-size examples of the --examples list (from
 prepare_student_data.py) in the seed's order, on the stored (assistant) positions only,
 with one of four targets (--method):
 
@@ -49,6 +52,10 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULTS["warmup_steps"], show_default=True)
 @click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
 @click.option("--grad-clip", type=float, default=DEFAULTS["grad_clip"], show_default=True, help="Gradient norm clip (0: off).")
+@click.option("--init", "init", type=click.Choice(["scratch", "pruned"]), default=DEFAULTS["init"], show_default=True,
+              help="scratch: a smaller Llama, random weights; pruned: a depth-pruned copy of the teacher.")
+@click.option("--freeze-embeddings/--train-embeddings", default=DEFAULTS["freeze_embeddings"], show_default=True,
+              help="Keep the input embeddings and the output head as initialised (a pruned copy keeps the teacher's).")
 @click.option("--depth-fraction", type=float, default=DEFAULTS["depth_fraction"], show_default=True)
 @click.option("--width-fraction", type=float, default=DEFAULTS["width_fraction"], show_default=True)
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULTS["eval_batch_size"], show_default=True)
@@ -57,6 +64,12 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               show_default=True)
 @click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--curve-every", type=click.IntRange(min=0), default=DEFAULTS["curve_every"], show_default=True,
+              help="Held-out KL (estimated from the shards) every N steps for the learning curve (0: off).")
+@click.option("--yardstick-batches", type=click.IntRange(min=0), default=DEFAULTS["yardstick_batches"],
+              show_default=True,
+              help="Method dense only: gradient yardstick before and after training on the held-out examples cut "
+                   "into N batches (kd.gradient_yardstick: unbiased and topk against the dense teacher; 0: off).")
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Student safetensors to write.")
@@ -66,8 +79,8 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
 def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
-         weight_decay, grad_clip, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
-         log_every, checkpoint, output, timings):
+         weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
+         curve_every, yardstick_batches, log_every, checkpoint, output, timings):
     import time
 
     import torch
@@ -79,7 +92,15 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     from logit_lineage.student.data import batch_order, load_student_data, order_sha256
     from logit_lineage.student.eval_file import write_eval
     from logit_lineage.student.evaluate import evaluate_heldout
-    from logit_lineage.student.model import build_student, count_parameters, save_student, state_sha256, student_config
+    from logit_lineage.student.model import (
+        build_student,
+        count_parameters,
+        kept_layers,
+        pruned_student,
+        save_student,
+        state_sha256,
+        student_config,
+    )
     from logit_lineage.student.train import TrainSettings, train_student
 
     if not (0 < depth_fraction <= 1 and 0 < width_fraction <= 1):
@@ -94,11 +115,21 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     dev = next(model_teacher.parameters()).device
     probe = torch.from_numpy(data.heldout[0]["input_ids"][:64]).to(dev)
     check_head_matches_forward(model_teacher, probe)
-    cfg = student_config(model_teacher.config, depth_fraction=depth_fraction, width_fraction=width_fraction)
+    if init == "pruned":
+        student = pruned_student(model_teacher, depth_fraction)
+        cfg = student.config
+        log.info("pruned student keeps teacher layers %s", kept_layers(model_teacher.config.num_hidden_layers,
+                                                                       depth_fraction))
+    else:
+        cfg = student_config(model_teacher.config, depth_fraction=depth_fraction, width_fraction=width_fraction)
     if cfg.vocab_size < data.vocab_size:
         raise LineageError(f"teacher config has {cfg.vocab_size} tokens, the shards index {data.vocab_size}")
     pad_id = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else 0
-    student = build_student(cfg, seed)
+    if init == "scratch":
+        student = build_student(cfg, seed)
+    if freeze_embeddings:
+        for module in (student.get_input_embeddings(), student.get_output_embeddings()):
+            module.requires_grad_(False)
     init_sha = state_sha256(student)
     order = batch_order(len(data.train), steps=steps, batch_size=batch_size, seed=seed)
     settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
@@ -107,10 +138,29 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     log.info("student %s seed %d: %d layers, hidden %d, %d heads, %d parameters; %d training / %d held-out "
              "examples on %s", method, seed, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
              count_parameters(student), len(data.train), len(data.heldout), dev)
+    yardstick = {}
+    yardstick_batches = yardstick_batches if method == "dense" else 0  # one per seed: the dense run's student
+    if yardstick_batches:
+        import numpy as np
+
+        from logit_lineage.kd import KDDataCollator, gradient_yardstick
+
+        if yardstick_batches > len(data.heldout) or yardstick_batches < 2:
+            raise LineageError(f"--yardstick-batches {yardstick_batches}: the held-out set has "
+                               f"{len(data.heldout)} examples, at least 2 batches of one are needed")
+        collate = KDDataCollator(data.vocab_size, pad_id=pad_id, labels=False)
+        parts = np.array_split(np.arange(len(data.heldout)), yardstick_batches)
+        yard_batches = [{k: (v.to(dev) if hasattr(v, "to") else v) for k, v in
+                         collate([data.heldout[i] for i in part]).items()} for part in parts]
+        student.to(dev)
+        yardstick["init"] = gradient_yardstick(student, model_teacher, yard_batches)
     loaded = time.perf_counter()
     result = train_student(student, data.train, order, method, settings, device=dev,
                            teacher=model_teacher if method == "dense" else None, pad_id=pad_id,
-                           vocab_size=data.vocab_size)
+                           vocab_size=data.vocab_size, heldout=data.heldout, curve_every=curve_every,
+                           eval_batch_size=eval_batch_size)
+    if yardstick_batches:
+        yardstick["final"] = gradient_yardstick(student, model_teacher, yard_batches)
     eval_start = time.perf_counter()
     held = evaluate_heldout(student, model_teacher, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
                             vocab_size=data.vocab_size, device=dev)
@@ -122,8 +172,10 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         "checkpoint": str(checkpoint),
         "shards": {"label": format_label, **stored},
         "student": {
+            "init": init, "frozen_embeddings": freeze_embeddings,
+            "trained_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
             "num_layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
-            "num_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+            "num_heads": cfg.num_attention_heads, "intermediate_size": getattr(cfg, "intermediate_size", None),
             "vocab_size": cfg.vocab_size, "parameters": count_parameters(student),
         },
         "training": {
@@ -132,9 +184,11 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
             "train_examples": len(data.train), "tokens": result.tokens, "examples": result.examples,
             "teacher_forward_tokens": result.teacher_tokens, "final_loss": result.final_loss,
             "loss_curve": [[s, v] for s, v in result.losses],
+            "heldout_curve": [[s, v] for s, v in result.curve],
             "data_order_sha256": order_sha256(order, data.train), "init_sha256": init_sha, "device": str(dev),
         },
         "heldout": held,
+        **({"gradient_yardstick": yardstick} if yardstick else {}),
     })
     shards_used = (f" on {format_label} (format {stored['format_version']}, {stored['bytes_per_token']:.1f} B/token)"
                    if method in SHARD_METHODS else "")

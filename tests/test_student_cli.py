@@ -69,7 +69,7 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     evals = []
     for method in METHODS:
         out = tmp_path / method
-        proc = _train(shards, method, out)
+        proc = _train(shards, method, out, "--curve-every", "3")
         assert proc.returncode == 0, proc.stderr[-3000:]
         shards_used = " on main (format 2, " if method in ("compressed", "topk") else " seed 3"
         assert proc.stdout.startswith(f"{method}{shards_used}") and "seed 3: 8 steps" in proc.stdout
@@ -83,6 +83,11 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     assert records[0]["student"]["num_layers"] == 1 and records[0]["student"]["hidden_size"] == 24
 
     assert [r["training"]["teacher_forward_tokens"] > 0 for r in records] == [m == "dense" for m in METHODS]
+    # learning curves: the shards' held-out KL estimate before training, every 3 steps and after the last
+    for r in records:
+        curve = r["training"]["heldout_curve"]
+        assert [s for s, _ in curve] == [0, 3, 6, 8] and curve[-1][1] < curve[0][1], (r["method"], curve)
+    assert len({r["training"]["heldout_curve"][0][1] for r in records}) == 1  # same start for every method
 
     table, summary, plot, timings = tmp_path / "t.csv", tmp_path / "s.json", tmp_path / "p.png", tmp_path / "b.csv"
     # timings match their runs by content, in any order
@@ -105,6 +110,48 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
     assert set(s["methods"]) == set(METHODS) and set(s["gap_closed"]) == {"compressed", "topk"}
     assert s["methods"]["sft"]["kl_to_teacher_std"] == 0.0  # one seed
     assert plot.stat().st_size > 10_000
+
+
+def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
+    """--init pruned: a depth-pruned copy of the teacher (2 layers → 1 kept at 0.5, width
+    unchanged); two seeds start from the same weights; it is already close to the teacher
+    and KD keeps it closer than a scratch student of the same depth gets."""
+    from logit_lineage.student.model import load_student
+
+    records = {}
+    for init, seed, extra in (("pruned", "1", ("--yardstick-batches", "4")), ("pruned", "2", ()), ("scratch", "1", ()),
+                              ("pruned", "3", ("--freeze-embeddings",))):
+        out = tmp_path / f"{init}-{seed}"
+        proc = run_script(
+            "train_student.py", "--method", "dense", "--seed", seed, "--examples", str(shards["examples"]),
+            *_logits_args(shards["logits"]), "--teacher", str(shards["teacher"]), "--steps", "8",
+            "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", init, *extra,
+            "--checkpoint", str(out / "model.safetensors"), "--output", str(out / "eval.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records[(init, seed)] = read_eval(out / "eval.json")
+    pruned = records[("pruned", "1")]
+    teacher_cfg = json.loads((shards["teacher"] / "config.json").read_text())
+    assert pruned["student"]["init"] == "pruned" and pruned["student"]["num_layers"] == 1
+    assert pruned["student"]["hidden_size"] == teacher_cfg["hidden_size"]
+    assert pruned["training"]["init_sha256"] == records[("pruned", "2")]["training"]["init_sha256"]
+    assert pruned["training"]["init_sha256"] != records[("scratch", "1")]["training"]["init_sha256"]
+    assert pruned["heldout"]["kl_to_teacher"] < records[("scratch", "1")]["heldout"]["kl_to_teacher"]
+    yard = pruned["gradient_yardstick"]  # before and after training, per sparse target
+    assert set(yard) == {"init", "final"} and all(set(v) == {"unbiased", "topk"} for v in yard.values())
+    assert all(v["unbiased"]["batches"] == 4 and v["unbiased"]["cosine"] > 0.9 for v in yard.values())
+    assert "gradient_yardstick" not in records[("pruned", "2")]
+    model, meta = load_student(tmp_path / "pruned-1" / "model.safetensors")
+    assert model.config.num_hidden_layers == 1 and meta["method"] == "dense"
+    # --freeze-embeddings: the teacher's embeddings and head come out as they went in
+    from safetensors.torch import load_file
+
+    teacher = load_file(shards["teacher"] / "model.safetensors")
+    frozen, trained = (load_file(tmp_path / name / "model.safetensors") for name in ("pruned-3", "pruned-1"))
+    frozen_rec = records[("pruned", "3")]["student"]
+    assert frozen_rec["frozen_embeddings"] and frozen_rec["trained_parameters"] < frozen_rec["parameters"]
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in teacher:
+            assert (frozen[key] == teacher[key]).all() and not (trained[key] == teacher[key]).all(), key
 
 
 def test_errors_are_one_line_and_leave_nothing(shards, tmp_path):

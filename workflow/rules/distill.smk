@@ -6,6 +6,7 @@ SHARDS = [f"{i:05d}" for i in range(DISTILL["n_shards"])]
 USE_DEMO_TEACHER = DISTILL["teacher"] == "demo"
 USE_DEMO_DATASET = DISTILL["dataset"] == "demo"
 USE_GENERATED_DATASET = DISTILL["dataset"] == "generated"
+USE_DOCSTRING_DATASET = DISTILL["dataset"] == "docstrings"
 GENERATE = DISTILL["generate"]
 
 
@@ -66,18 +67,53 @@ if USE_GENERATED_DATASET:
             "{params.runtime} --threads {threads} --output {output:q} 2> {log:q}"
 
 
+if USE_DOCSTRING_DATASET:
+
+    rule make_docstring_conversations:
+        """Questions about installed packages' objects answered by their docstrings: the dataset of chain A."""
+        input:
+            **code("make_docstring_conversations.py"),
+        output:
+            f"{DISTILL_DIR}/docstrings/conversations.parquet",
+        log:
+            logs("distill/make_docstring_conversations.log"),
+        localrule: True
+        conda:
+            env("distill")
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        params:
+            script=SCRIPT["make_docstring_conversations"],
+            options=(
+                f"--packages {q(','.join(DISTILL['docstrings']['packages']))} "
+                f"--n {DISTILL['docstrings']['n']} --max-chars {DISTILL['docstrings']['max_chars']} "
+                f"--min-chars {DISTILL['docstrings']['min_chars']} --seed {config['seed']}"
+            ),
+        shell:
+            "python {params.script:q} {params.options} --output {output:q} 2> {log:q}"
+
+
 if USE_DEMO_DATASET:
     DATASET = str(rules.make_demo_dataset.output[0])
 elif USE_GENERATED_DATASET:
     DATASET = str(rules.generate_answers.output[0])
+elif USE_DOCSTRING_DATASET:
+    DATASET = str(rules.make_docstring_conversations.output[0])
 else:
     DATASET = DISTILL["dataset"]
 # The demo teacher and the demo or generated dataset are DAG nodes; a real teacher or
 # dataset is a Hub id or a path (no rule). Plain lists, not input functions: evaluated
 # once, not once per job.
-DATASET_INPUT = [DATASET] if USE_DEMO_DATASET or USE_GENERATED_DATASET else []
+DATASET_INPUT = (
+    [DATASET]
+    if USE_DEMO_DATASET or USE_GENERATED_DATASET or USE_DOCSTRING_DATASET
+    else []
+)
 if USE_DEMO_DATASET:
     DATASET_LABEL = "demo"
+elif USE_DOCSTRING_DATASET:
+    DATASET_LABEL = "docstrings"
 elif USE_GENERATED_DATASET:
     DATASET_LABEL = f"generated:{GENERATE['prompts']}"
 else:

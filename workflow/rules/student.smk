@@ -124,10 +124,13 @@ rule train_student:
         training=(
             f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
             f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
-            f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']}"
+            f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']} "
+            f"--curve-every {STUDENT['curve_every']} --yardstick-batches {STUDENT['yardstick_batches']}"
         ),
         model=(
-            f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
+            f"--init {STUDENT['init']} "
+            + ("--freeze-embeddings " if STUDENT["freeze_embeddings"] else "")
+            + f"--depth-fraction {STUDENT['depth_fraction']} --width-fraction {STUDENT['width_fraction']} "
             f"--teacher-dtype {STUDENT['teacher_dtype']} --eval-batch-size {STUDENT['eval_batch_size']}"
         ),
         device=STUDENT["device"],

@@ -208,10 +208,14 @@ def _fused(hidden, weight, bias, targets: SparseTargets, plan_of, temperature: f
     targets = targets.to(dev)
     f = targets.flat()
     n = f["positions"].shape[0]
-    vocab = weight.shape[0]
-    _check_vocab(vocab, targets, "the head weight has")
+    _check_vocab(weight.shape[0], targets, "the head weight has")
     rows = _hidden_rows(hidden, targets, n)
     plan = plan_of(f)
+    if plan.form != "linear" and targets.vocab_size is not None and weight.shape[0] > targets.vocab_size:
+        # reverse KL of a padded head: the student restricted to the teacher's ids (`check_student_vocab`)
+        weight = weight[: targets.vocab_size]
+        bias = None if bias is None else bias[: targets.vocab_size]
+    vocab = weight.shape[0]
     chunk = chunk_rows or default_chunk_rows(vocab)
     wants_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (hidden, weight, bias))
     eager = wants_grad and reduction != "none"

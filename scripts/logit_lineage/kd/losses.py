@@ -451,6 +451,23 @@ def _topk_reverse(logits2d: torch.Tensor, rows: Rows, f: dict, temperature: floa
 # --- public API -------------------------------------------------------------------------------
 
 
+def check_student_vocab(student_vocab: int, teacher_vocab: int | None) -> None:
+    """Refuse, in one line, a student with fewer logit columns than the teacher's vocabulary.
+
+    A student vocabulary *larger* than the teacher's (a head padded to a multiple of 64 or
+    128, e.g. Qwen2.5's 151,936 tokens in a 152,064-row head) is accepted: the extra ids are
+    zero-probability under the teacher in every estimator. Forward KL and CE normalise the
+    student over all its columns, so student mass on the extra ids is paid for (gradient
+    s_v there, pushing it to 0), and a student whose extra logits are −inf gets exactly the
+    loss and gradient of the unpadded student. Reverse KL would be +∞ for any mass on ids
+    the teacher gives probability 0, so it compares the student restricted to the teacher's
+    ids (renormalised there); the extra columns get no gradient.
+    """
+    if teacher_vocab is not None and student_vocab < teacher_vocab:
+        raise ValueError(f"student vocabulary has {student_vocab} ids, the teacher's has {teacher_vocab}: "
+                         "a student head may be padded beyond the teacher's ids, never smaller")
+
+
 def _rows_of(student_logits: torch.Tensor, targets: SparseTargets, n: int) -> tuple[torch.Tensor, Rows]:
     """The logits tensor the chunked Functions read, and which of its rows (no copy of it)."""
     if student_logits.dim() == 3:
@@ -494,8 +511,10 @@ def kd_loss(
     targets = targets.to(dev)
     f = targets.flat()
     n = f["positions"].shape[0]
+    _check_vocab(student_logits.shape[-1], targets, "student logits have")
+    if kind == "reverse_kl" and targets.vocab_size is not None and student_logits.shape[-1] > targets.vocab_size:
+        student_logits = student_logits[..., : targets.vocab_size]  # see `check_student_vocab`: a view, no copy
     vocab = student_logits.shape[-1]
-    _check_vocab(vocab, targets, "student logits have")
     logits2d, rows = _rows_of(student_logits, targets, n)
     chunk = chunk_rows or default_chunk_rows(vocab)
 
@@ -523,8 +542,10 @@ def _check_args(kind: str, estimator: str, temperature: float, reduction: str) -
 
 
 def _check_vocab(vocab: int, targets: SparseTargets, what: str) -> None:
+    """`check_student_vocab` with the name of what holds the student's columns."""
     if targets.vocab_size is not None and vocab < targets.vocab_size:
-        raise ValueError(f"{what} {vocab} columns, the teacher's vocabulary has {targets.vocab_size}")
+        raise ValueError(f"{what} {vocab} columns, the teacher's vocabulary has {targets.vocab_size}: "
+                         "a student head may be padded beyond the teacher's ids, never smaller")
 
 
 class _Plan(NamedTuple):
@@ -576,6 +597,7 @@ def hard_label_loss(student_logits: torch.Tensor, targets: SparseTargets, *, red
     f = targets.flat()
     n = f["positions"].shape[0]
     vocab = student_logits.shape[-1]
+    check_student_vocab(vocab, targets.vocab_size)
     logits2d, rows = _rows_of(student_logits, targets, n)
     plan = _hard_label_plan(f)
     per_row = _LinearTargetKD.apply(logits2d, rows, *plan.tensors, 1.0, chunk_rows or default_chunk_rows(vocab))
@@ -584,13 +606,20 @@ def hard_label_loss(student_logits: torch.Tensor, targets: SparseTargets, *, red
 
 def dense_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, kind: str = "forward_kl",
                   temperature: float = 1.0, reduction: str = "mean", chunk_rows: int | None = None) -> torch.Tensor:
-    """The exact loss against full teacher logits ([N, V] each): the reference the sparse
-    estimators approximate, and the "dense teacher" baseline. Chunked with checkpointing."""
+    """The exact loss against full teacher logits ([N, V_s] student, [N, V_t] teacher): the
+    reference the sparse estimators approximate, and the "dense teacher" baseline. Chunked
+    with checkpointing. A student padded beyond the teacher's vocabulary (V_s > V_t) is
+    compared as `kd_loss` compares it (`check_student_vocab`): the teacher gives the extra
+    ids probability 0; reverse KL uses the student's first V_t columns."""
     from torch.utils.checkpoint import checkpoint
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     n, vocab = student_logits.shape
+    t_vocab = teacher_logits.shape[-1]
+    check_student_vocab(vocab, t_vocab)
+    if kind == "reverse_kl" and vocab > t_vocab:
+        student_logits, vocab = student_logits[:, :t_vocab], t_vocab
     chunk = chunk_rows or default_chunk_rows(vocab)
 
     def rows_loss(z, tl):  # float32, or float64 when given float64
@@ -598,8 +627,11 @@ def dense_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
         lt = torch.log_softmax(tl.to(torch.promote_types(tl.dtype, torch.float32)) / temperature, -1)
         if kind == "reverse_kl":
             return (ls.exp() * (ls - lt)).sum(-1)
-        ce = -(lt.exp() * ls).sum(-1)
-        return ce if kind == "ce" else ce + (lt.exp() * lt).sum(-1)
+        if lt.shape[-1] < ls.shape[-1]:  # padded student: the teacher's extra ids have p = 0
+            ls = ls[:, : lt.shape[-1]]
+        pt = lt.exp()
+        ce = -(pt * ls).sum(-1)
+        return ce if kind == "ce" else ce + torch.where(pt > 0, pt * lt, 0.0).sum(-1)  # 0·log 0 = 0
 
     parts = []
     for a in range(0, n, chunk):

@@ -84,6 +84,8 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
             "heldout_examples": int(h["examples"]),
             "parameters": int(rec["student"].get("parameters", 0)), "checkpoint": rec["checkpoint"],
             "data_order_sha256": t["data_order_sha256"], "init_sha256": t["init_sha256"],
+            "heldout_curve": [(int(a), float(b)) for a, b in t.get("heldout_curve") or []],
+            "gradient_yardstick": rec.get("gradient_yardstick"),
         })
     if not rows:
         raise LineageError("no evaluation files to tabulate")
@@ -191,6 +193,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             "compressed_no_worse_than_topk": no_worse,
             "met": None if closes is None or no_worse is None else bool(closes and no_worse),
         },
+        "gradient_yardstick": {f"{r['method']}/{r['format']}/seed-{r['seed']}": r["gradient_yardstick"]
+                               for r in rows if r.get("gradient_yardstick")},
         "heldout": {"examples": rows[0]["heldout_examples"], "tokens": rows[0]["heldout_tokens"]},
         "teacher": {"ce": rows[0]["teacher_ce"], "entropy": rows[0]["teacher_entropy"]},
     }
@@ -301,7 +305,9 @@ def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
     groups += [(f"compressed\n{fmt}\n{e['bytes_per_token'] or 0:.0f} B/tok", e,
                 [r for r in rows if r["method"] == "compressed" and r["format"] == fmt])
                for fmt, e in summary.get("formats", {}).items() if fmt != MAIN]
-    fig, axes = plt.subplots(1, 2, figsize=(10 + 1.2 * max(0, len(groups) - 4), 4.2))
+    curves = any(r["heldout_curve"] for r in rows)
+    fig, axes = plt.subplots(1, 3 if curves else 2,
+                             figsize=(10 + 1.2 * max(0, len(groups) - 4) + (5 if curves else 0), 4.2))
     # KL: bars from 0 (the ratio between methods is the point); CE: its axis cannot start at
     # 0 and stay readable, so the mean is a marker, not a bar.
     for ax, metric, label, bars in ((axes[0], "kl_to_teacher", "held-out KL(teacher ‖ student), nats/token", True),
@@ -324,6 +330,8 @@ def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
         ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
         ax.set_ylabel(label, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    if curves:
+        _plot_curves(axes[2], groups)
     gap = summary["gap_closed"].get("compressed")
     title = f"Students on held-out assistant tokens ({summary['heldout']['tokens']} tokens)"
     if gap is not None:
@@ -333,3 +341,23 @@ def plot_students(rows: list[dict], summary: dict, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def _plot_curves(ax, groups) -> None:
+    """Held-out KL (the shards' estimate) against steps: per method and format the mean over
+    seeds at the steps all its seeds share, each seed a thin line."""
+    for x, (name, _, members) in enumerate(groups):
+        runs = [dict(r["heldout_curve"]) for r in members if r["heldout_curve"]]
+        if not runs:
+            continue
+        for run in runs:
+            steps = sorted(run)
+            ax.plot(steps, [run[s] for s in steps], color=f"C{x}", lw=0.6, alpha=0.4)
+        shared = sorted(set.intersection(*(set(r) for r in runs)))
+        ax.plot(shared, [sum(r[s] for r in runs) / len(runs) for s in shared], color=f"C{x}", lw=1.8, marker="o",
+                ms=3, label=name.replace("\n", " "))
+    ax.set_xlabel("optimizer step", fontsize=9)
+    ax.set_ylabel("held-out KL, estimated from the shards", fontsize=9)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)

@@ -1,4 +1,5 @@
-"""One student training run: the same loop for every method, only the loss differs.
+"""One student training run: the same `KDTrainer` (a `transformers.Trainer`) for every
+method, only the loss differs.
 
 Per step, the batch's conversations go through the student; its logits are taken at the
 rows that predict the stored tokens (row t−1 for the token at position t, as
@@ -21,12 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.common.schema import defaults_from_schema
 from logit_lineage.student import METHODS
-from logit_lineage.student.forward import make_batch, rows_logits, teacher_rows_logits
 
 log = logging.getLogger("logit_lineage")
 
@@ -51,6 +50,8 @@ class TrainResult:
     seconds: float  # the loop's wall time; logged, never written to a result (results are reproducible)
     final_loss: float  # mean of the last 10 % of the steps' losses
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) every log_every steps
+    # (step, held-out KL estimated from the shards) every curve_every steps, first and last included
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def method_loss(method: str, student_logits: torch.Tensor, targets, teacher_logits: torch.Tensor | None = None):
@@ -78,47 +79,84 @@ def lr_factor(step: int, settings: TrainSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def method_trainer_args(method: str, teacher=None) -> dict:
+    """`KDTrainer` keyword arguments of a method (`dense` needs the teacher)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "dense":
+        if teacher is None:
+            raise ValueError("method 'dense' needs the teacher")
+        return {"kind": "forward_kl", "alpha": 1.0, "teacher": teacher, "targets": "teacher"}
+    if method == "sft":
+        return {"kind": "forward_kl", "alpha": 0.0}
+    return {"kind": "forward_kl", "alpha": 1.0, "estimator": "topk" if method == "topk" else "unbiased"}
+
+
 def train_student(model, items: list[dict], order: np.ndarray, method: str, settings: TrainSettings, *,
-                  device, teacher=None, pad_id: int = 0, vocab_size: int | None = None) -> TrainResult:
-    """Train `model` in place on `items` in `order` ([steps, batch_size] positions)."""
+                  device, teacher=None, pad_id: int = 0, vocab_size: int | None = None,
+                  heldout: list[dict] | None = None, curve_every: int = 0,
+                  eval_batch_size: int = 32) -> TrainResult:
+    """Train `model` in place on `items` in `order` ([steps, batch_size] positions), through
+    `logit_lineage.kd.KDTrainer` (a `transformers.Trainer`): the users' training path.
+
+    With `heldout` and curve_every > 0, the learning curve: the held-out KL estimated from
+    the shards' records (unbiased; the same estimate for every method, no teacher forward)
+    before training, every curve_every steps and after the last step."""
+    import tempfile
+
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from logit_lineage.kd.trainer import KDDataCollator, KDTrainer, as_ordered_dataset
+
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "dense" and teacher is None:
         raise ValueError("method 'dense' needs the teacher")
     if order.shape != (settings.steps, settings.batch_size):
         raise ValueError(f"batch order has shape {order.shape}, settings say ({settings.steps}, {settings.batch_size})")
+    device = torch.device(device)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]  # frozen embeddings stay out
+    opt = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, settings))
-    losses, history, tokens, examples, teacher_tokens = [], [], 0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(range(settings.steps), desc=f"train {method}", mininterval=2.0)
-    for step in bar:
-        batch = make_batch([items[i] for i in order[step]], pad_id=pad_id, vocab_size=vocab_size, device=device)
-        targets = batch["targets"]
-        teacher_logits = None
-        if method == "dense":
-            teacher_logits = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
-            teacher_tokens += batch["input_ids"].numel()
-        logits = rows_logits(model, batch["input_ids"], batch["attention_mask"], batch["rows"])
-        loss = method_loss(method, logits, targets, teacher_logits)
-        if not torch.isfinite(loss):
-            raise LineageError(f"{method}: loss is {float(loss)} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        opt.step()
-        sched.step()
-        value = float(loss.detach())
-        losses.append(value)
-        tokens += targets.num_tokens
-        examples += targets.batch_size
-        if step % settings.log_every == 0 or step == settings.steps - 1:
-            history.append((step, value))
-            log.info("%s step %d/%d loss %.4f", method, step + 1, settings.steps, value)
-        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+    with tempfile.TemporaryDirectory(prefix="kdtrainer-") as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=settings.batch_size, max_steps=settings.steps,
+            max_grad_norm=max(0.0, settings.grad_clip), logging_steps=settings.log_every,
+            save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu",
+            dataloader_num_workers=0, dataloader_pin_memory=False, per_device_eval_batch_size=eval_batch_size,
+            **({"eval_strategy": "steps", "eval_steps": curve_every} if heldout and curve_every > 0 else {}),
+        )
+        trainer = KDTrainer(model=model, args=args, train_dataset=as_ordered_dataset(items, order),
+                            eval_dataset=heldout if heldout and curve_every > 0 else None, eval_against="shards",
+                            data_collator=KDDataCollator(vocab_size, pad_id=pad_id, labels=False),
+                            optimizers=(opt, sched), **method_trainer_args(method, teacher))
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+        curve = {}
+        if trainer.eval_dataset is not None:
+            curve[0] = trainer.evaluate()["eval_kl_to_teacher"]  # train() starts a new log history
+        trainer.train()
+        curve.update((int(e["step"]), float(e["eval_kl_to_teacher"])) for e in trainer.state.log_history
+                     if "eval_kl_to_teacher" in e)
+        if trainer.eval_dataset is not None and settings.steps not in curve:
+            curve[settings.steps] = trainer.evaluate()["eval_kl_to_teacher"]
+    curve = sorted(curve.items())
     model.eval()
+    losses = [v for _, v in trainer.loss_history()]
+    if len(losses) != settings.steps:
+        raise LineageError(f"{method}: trained {len(losses)} steps, {settings.steps} asked (too few examples?)")
+    history = [(s, v) for s, v in enumerate(losses) if s % settings.log_every == 0 or s == settings.steps - 1]
+    for s, v in history:
+        log.info("%s step %d/%d loss %.4f", method, s + 1, settings.steps, v)
+    picked = [items[int(i)] for i in order.reshape(-1)]
+    tokens = sum(len(it["positions"]) for it in picked)
+    teacher_tokens = 0
+    if method == "dense":  # the padded batches the teacher ran on: the cost the shards save
+        teacher_tokens = sum(settings.batch_size * max(len(items[int(i)]["input_ids"]) for i in row) for row in order)
     tail = losses[-max(1, len(losses) // 10):]
-    return TrainResult(steps=settings.steps, tokens=tokens, examples=examples, teacher_tokens=teacher_tokens,
-                       seconds=time.perf_counter() - start, final_loss=float(np.mean(tail)), losses=history)
+    return TrainResult(steps=settings.steps, tokens=tokens, examples=len(picked), teacher_tokens=teacher_tokens,
+                       seconds=time.perf_counter() - start, final_loss=float(np.mean(tail)), losses=history,
+                       curve=curve)
