@@ -111,8 +111,14 @@ def _bad_dataset(tmp_path, messages):
 
 
 @pytest.mark.parametrize("messages,expected", [
-    ([], r"bad.jsonl row 1: no messages"),
-    ([{"role": "user", "content": "only a question"}], r"bad.jsonl row 1: no assistant turn"),
+    ([], r"bad.jsonl row 1 \(counted from 0: line 2 of a JSON Lines file\): no messages"),
+    ([{"role": "user", "content": "only a question"}], r"bad.jsonl row 1 \(counted from 0: line 2 .*\): no assistant turn"),
+    # An assistant turn without text is refused, not trained on as an empty answer (the JSON
+    # Lines reader fills the missing key with null, so both rows read the same).
+    ([{"role": "user", "content": "q"}, {"role": "assistant"}],
+     r"bad.jsonl row 1 \(counted from 0: line 2 .*\): message 1 \(0-based\) is an assistant turn with no content$"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}],
+     r"bad.jsonl row 1 \(counted from 0: line 2 .*\): message 1 \(0-based\) is an assistant turn with no content$"),
 ])
 def test_bad_rows_fail_with_one_line(demo_inputs, tmp_path, messages, expected):
     data = _bad_dataset(tmp_path, messages)

@@ -111,7 +111,7 @@ def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):
                          configfiles=[DISTILL_TINY, cfg], check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results/logs/distill/compute_lengths.log").read_text()
-    assert log.strip().splitlines()[-1] == f"error: {data} row 1: no messages (expected a non-empty list of {{role, content}})"
+    assert log.strip().splitlines()[-1] == f"error: {data} row 1 (counted from 0: line 2 of a JSON Lines file): no messages (expected a non-empty list of {{role, content}})"
     assert not (tmp_path / "results/distill/lengths.parquet").exists()
     data.write_text(data.read_text().splitlines()[0] + "\n")
     run_snakemake(tmp_path, "results/distill/shards/shard-00000.parquet", "--cores", "2",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.locations import check_local_or_hub
 
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
 
@@ -42,6 +43,8 @@ def load_conversations(dataset: str, *, split: str = "train", config: str | None
                 raise LineageError("dataset file does not exist", path=path)
             ds = datasets.Dataset(_read_local(path))
         else:
+            check_local_or_hub(dataset, "dataset", repo_type="dataset", local_hint=(
+                "point distill.dataset at a local .parquet, .jsonl or .json file (or a folder of such files)"))
             ds = datasets.load_dataset(dataset, config, split=split)
     except LineageError:
         raise

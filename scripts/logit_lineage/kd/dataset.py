@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from logit_lineage.common.errors import LineageError
+from logit_lineage.common.errors import LineageError, row_where
 from logit_lineage.formats.fingerprints import check_student_tokenizer
 from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata, version_of_columns
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
@@ -309,7 +309,7 @@ def conversation_input_ids(tokenizer, conversations, *, column: str = "messages"
         conversations = load_conversations(str(conversations), column=column)
 
     def fn(index: int) -> np.ndarray:
-        where = f"conversation row {index}"
+        where = row_where("conversations", index)
         ids, _ = tokenize_conversation(tokenizer, check_messages(conversations[int(index)][column], where),
                                        MaskOptions(), where)
         return ids
