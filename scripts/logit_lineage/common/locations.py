@@ -49,7 +49,14 @@ def require_existing_path(value: str, what: str) -> Path:
 
 
 def offline_by_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUTHY
+    """HF_HUB_OFFLINE as set now, or as huggingface_hub read it when it was imported."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUTHY:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False)) and "HF_HUB_OFFLINE" not in os.environ
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
