@@ -34,6 +34,42 @@ def reference(shard, tmp_path_factory):
     return out
 
 
+def test_teacher_tokenizer_rebuilds_the_demo_tokenizer(demo_inputs, shard, tmp_path, monkeypatch):
+    """A shard made as the workflow makes it (teacher given as a path relative to the run's
+    folder) rebuilds its tokenizer and chat template from its own metadata, from any folder."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from logit_lineage.common.errors import LineageError
+    from logit_lineage.formats.fingerprints import tokenizer_fingerprint
+    from logit_lineage.kd import teacher_tokenizer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_inputs["teacher"], run_dir / "results/demo/teacher")
+    out = run_dir / "results/distill/logits/shard-00000.parquet"
+    args = extract_args(shard, out)
+    args[args.index("--teacher") + 1] = "results/demo/teacher"
+    run_script("extract_logits.py", *args, check=True, cwd=run_dir)
+    record = LogitsShard(out).params["teacher_tokenizer"]
+    assert record["teacher"] == "results/demo/teacher" and record["gguf_file"] is None
+    original = AutoTokenizer.from_pretrained(demo_inputs["teacher"])
+    assert record["chat_template"] == original.chat_template
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rebuilt = teacher_tokenizer(out)  # found above the shard: <run>/results/demo/teacher
+    assert tokenizer_fingerprint(rebuilt) == tokenizer_fingerprint(original)
+    assert rebuilt.chat_template == original.chat_template
+    assert teacher_tokenizer(out.parent, teacher=str(demo_inputs["teacher"])).chat_template == original.chat_template
+    # A local copy that is another tokenizer is refused against the fingerprints.
+    other = tmp_path / "other"
+    original.add_tokens(["<not-the-teacher's>"])
+    original.save_pretrained(other)
+    with pytest.raises(LineageError, match=r"^the tokenizer loaded from '.*other' is not the one the shards were made"):
+        teacher_tokenizer(out, teacher=str(other))
+
+
 def test_same_config_gives_identical_bytes(shard, reference, tmp_path):
     b = tmp_path / "b.parquet"
     run_script("extract_logits.py", *extract_args(shard, b), check=True)

@@ -5,6 +5,7 @@ from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_
 from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
+from logit_lineage.kd.tokenizer import teacher_tokenizer
 
 __all__ = [
     "CompressedLogitsDataset",
@@ -19,5 +20,6 @@ __all__ = [
     "hard_label_loss",
     "kd_loss",
     "targets_from_compressed",
+    "teacher_tokenizer",
     "tokenizer_fingerprint",
 ]
