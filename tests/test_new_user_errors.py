@@ -137,3 +137,13 @@ def test_hub_card_says_how_to_rebuild_the_tokenizer():
     assert meta["logit_lineage"]["extraction"]["teacher_tokenizer"] == record  # what teacher_tokenizer reads back
     del summary["params"]["teacher_tokenizer"]  # older shards: no line, no error
     assert "- tokenizer:" not in card_body(summary, repo_id="org/logits", config_sha256="0" * 64)
+
+
+def test_json_reader_row_numbers_get_their_line(tmp_path):
+    from logit_lineage.distill.data import load_conversations
+
+    path = tmp_path / "chats.jsonl"
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+    path.write_text(good + '{"messages": ["hello"]}\n')
+    with pytest.raises(LineageError, match=r"in row 1 \(counted from 0: line 2\)"):
+        load_conversations(str(path))

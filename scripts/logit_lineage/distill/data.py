@@ -1,6 +1,7 @@
 """Conversation datasets: a local parquet/jsonl/json file or a Hub dataset id."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
@@ -49,7 +50,11 @@ def load_conversations(dataset: str, *, split: str = "train", config: str | None
     except LineageError:
         raise
     except Exception as exc:  # datasets raises many types; report one line
-        raise LineageError(f"cannot load dataset '{dataset}': {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        # pyarrow's JSON reader counts rows from 0 as well: add the line an editor shows.
+        first = re.sub(r"\bin row (\d+)\b",
+                       lambda m: f"in row {m.group(1)} (counted from 0: line {int(m.group(1)) + 1})", first)
+        raise LineageError(f"cannot load dataset '{dataset}': {first}") from None
     if column not in ds.column_names:
         raise LineageError(f"dataset '{dataset}' has no column '{column}' (columns: {ds.column_names})")
     if limit is not None:
