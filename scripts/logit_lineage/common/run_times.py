@@ -54,7 +54,8 @@ def minutes(seconds: float) -> str:
 def run_time_phrase(record: dict) -> str:
     """The sentence the docs quote for one record."""
     return (f"{minutes(record['wall_s'])} wall for its {record['jobs']} jobs on {record['machine']} "
-            f"({record['load']}; their benchmark files add up to {minutes(record['benchmark_cpu_s'])} of CPU), "
+            f"({record['load']}; the {record['benchmark_files']} jobs with benchmark files used "
+            f"{minutes(record['benchmark_cpu_s'])} of CPU), "
             f"measured {record['date']} at commit {record['commit']}")
 
 
