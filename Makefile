@@ -42,8 +42,12 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/ruff check scripts tests
 
+# Graphviz's `dot` draws the graph; no step installs it (apt-get install graphviz, brew install graphviz).
+# Checked first, and the SVG replaced only when drawn: a missing `dot` must not empty the old one.
 dag: $(STAMP)
-	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+	@command -v dot >/dev/null 2>&1 || { echo "make dag: Graphviz's 'dot' is not on PATH; install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz)" >&2; exit 1; }
+	$(BIN)/snakemake --rulegraph > docs/.rulegraph.dot
+	dot -Tsvg docs/.rulegraph.dot > docs/.rulegraph.svg && mv docs/.rulegraph.svg docs/rulegraph.svg; rc=$$?; rm -f docs/.rulegraph.dot docs/.rulegraph.svg; exit $$rc
 
 report: $(STAMP)
 	$(BIN)/snakemake --report report.html

@@ -27,6 +27,7 @@ from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 from logit_lineage.formats.fingerprints import shard_fingerprints
 from logit_lineage.formats.indices import high_bits_for_vocab
+from logit_lineage.kd.tokenizer import tokenizer_record
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 DEFAULTS = schema_defaults("distill")  # the config's defaults: one home, the schema
@@ -104,6 +105,8 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         # Checked by logit_lineage.kd before a student trains on the shard (docs/KD.md).
         "fingerprints": shard_fingerprints(tokenizer, dataset, split=split, config=dataset_config, limit=limit),
+        # What rebuilds that tokenizer and template (logit_lineage.kd.teacher_tokenizer).
+        "teacher_tokenizer": tokenizer_record(teacher, revision, tokenizer),
     }
     # Chunks bound the [rows, vocab] buffers (a 64-token noise block is never split):
     # ~4M logits on CPU, where larger chunks gain nothing; ~64M on a GPU, where

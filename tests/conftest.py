@@ -35,10 +35,13 @@ def run_snakemake(
     env: dict[str, str] | None = None,
     timeout: float = 1200,
     snakefile: Path | None = None,
+    umask: int = 0o022,
 ) -> subprocess.CompletedProcess:
     """Run `snakemake` on the repo's Snakefile with `workdir` as working directory.
 
     Targets go in `args` (before --configfile/--config, which swallow what follows).
+    The run has the usual shared-machine umask (022), whatever the test runner's, so
+    `assert_modes_follow_umask` can check what it wrote.
     """
     cmd = [str(VENV_BIN / "snakemake"), "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir)]
     cmd += list(args)
@@ -47,7 +50,7 @@ def run_snakemake(
     if config:
         cmd += ["--config", *config]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env or subprocess_env(), timeout=timeout
+        cmd, capture_output=True, text=True, env=env or subprocess_env(), timeout=timeout, umask=umask
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -55,6 +58,23 @@ def run_snakemake(
             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-12000:]}"
         )
     return proc
+
+
+def assert_modes_follow_umask(root: Path, umask: int = 0o022) -> int:
+    """Every file and folder under `root` is at least as open as `umask` makes a new one
+    (0644 / 0755 under 022): no output is private to its writer. Returns how many were checked."""
+    import stat
+
+    wanted = {False: 0o666 & ~umask, True: 0o777 & ~umask}
+    private = []
+    paths = [p for p in Path(root).rglob("*") if not p.is_symlink()]
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        need = wanted[path.is_dir()]
+        if mode & need != need:
+            private.append(f"{oct(mode)} {path.relative_to(root)}")
+    assert not private, f"{len(private)} of {len(paths)} outputs are less readable than umask {umask:03o} allows: {private[:20]}"
+    return len(paths)
 
 
 def run_script(name: str, *args: str, check: bool = False, timeout: float = 600, cwd=None,

@@ -34,6 +34,42 @@ def reference(shard, tmp_path_factory):
     return out
 
 
+def test_teacher_tokenizer_rebuilds_the_demo_tokenizer(demo_inputs, shard, tmp_path, monkeypatch):
+    """A shard made as the workflow makes it (teacher given as a path relative to the run's
+    folder) rebuilds its tokenizer and chat template from its own metadata, from any folder."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from logit_lineage.common.errors import LineageError
+    from logit_lineage.formats.fingerprints import tokenizer_fingerprint
+    from logit_lineage.kd import teacher_tokenizer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_inputs["teacher"], run_dir / "results/demo/teacher")
+    out = run_dir / "results/distill/logits/shard-00000.parquet"
+    args = extract_args(shard, out)
+    args[args.index("--teacher") + 1] = "results/demo/teacher"
+    run_script("extract_logits.py", *args, check=True, cwd=run_dir)
+    record = LogitsShard(out).params["teacher_tokenizer"]
+    assert record["teacher"] == "results/demo/teacher" and record["gguf_file"] is None
+    original = AutoTokenizer.from_pretrained(demo_inputs["teacher"])
+    assert record["chat_template"] == original.chat_template
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rebuilt = teacher_tokenizer(out)  # found above the shard: <run>/results/demo/teacher
+    assert tokenizer_fingerprint(rebuilt) == tokenizer_fingerprint(original)
+    assert rebuilt.chat_template == original.chat_template
+    assert teacher_tokenizer(out.parent, teacher=str(demo_inputs["teacher"])).chat_template == original.chat_template
+    # A local copy that is another tokenizer is refused against the fingerprints.
+    other = tmp_path / "other"
+    original.add_tokens(["<not-the-teacher's>"])
+    original.save_pretrained(other)
+    with pytest.raises(LineageError, match=r"^the tokenizer loaded from '.*other' is not the one the shards were made"):
+        teacher_tokenizer(out, teacher=str(other))
+
+
 def test_same_config_gives_identical_bytes(shard, reference, tmp_path):
     b = tmp_path / "b.parquet"
     run_script("extract_logits.py", *extract_args(shard, b), check=True)
@@ -111,8 +147,14 @@ def _bad_dataset(tmp_path, messages):
 
 
 @pytest.mark.parametrize("messages,expected", [
-    ([], r"bad.jsonl row 1: no messages"),
-    ([{"role": "user", "content": "only a question"}], r"bad.jsonl row 1: no assistant turn"),
+    ([], r"bad.jsonl row 1 \(counted from 0: line 2 of a JSON Lines file\): no messages"),
+    ([{"role": "user", "content": "only a question"}], r"bad.jsonl row 1 \(counted from 0: line 2 .*\): no assistant turn"),
+    # An assistant turn without text is refused, not trained on as an empty answer (the JSON
+    # Lines reader fills the missing key with null, so both rows read the same).
+    ([{"role": "user", "content": "q"}, {"role": "assistant"}],
+     r"bad.jsonl row 1 \(counted from 0: line 2 .*\): message 1 \(0-based\) is an assistant turn with no content$"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": None}],
+     r"bad.jsonl row 1 \(counted from 0: line 2 .*\): message 1 \(0-based\) is an assistant turn with no content$"),
 ])
 def test_bad_rows_fail_with_one_line(demo_inputs, tmp_path, messages, expected):
     data = _bad_dataset(tmp_path, messages)

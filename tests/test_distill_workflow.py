@@ -57,6 +57,35 @@ def test_schema_violation_is_one_line(tmp_path):
         proc.stdout + proc.stderr)
 
 
+@pytest.mark.parametrize("config,expected", [
+    # A path that does not exist is named at parse time (a dry run), not by the job as
+    # "Repo id must be in the form 'repo_name' or 'namespace/repo_name'".
+    ('distill={"teacher": "/nonexistent/model"}',
+     "invalid config key 'distill.teacher': path '/nonexistent/model': no such file or directory"),
+    ('distill={"teacher": "models/my-teacher/final"}',
+     "invalid config key 'distill.teacher': path 'models/my-teacher/final': no such file or directory (relative to "),
+    ('distill={"dataset": "data/chats.jsonl"}',
+     "invalid config key 'distill.dataset': path 'data/chats.jsonl': no such file or directory (relative to "),
+    ('distill={"chat_template": "templates/chat.jinja"}',
+     "invalid config key 'distill.chat_template': path 'templates/chat.jinja': no such file or directory"),
+])
+def test_missing_local_paths_fail_the_dry_run(tmp_path, config, expected):
+    proc = run_snakemake(tmp_path, "-n", config=[config], check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "invalid config key" in ln]
+    assert len(lines) == 1 and lines[0].startswith(expected), lines or proc.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_nested_config_on_the_command_line_takes_numbers(tmp_path):
+    """`--config distill='{"n_shards": 7}'` hands snakemake's schema '7' (YAML base loader):
+    the schema's type turns it into 7, as in a --configfile."""
+    proc = run_snakemake(tmp_path, "-n", config=['distill={"n_shards": 7, "exclude_eot": "false", "top_p": 0.9}'])
+    assert job_counts(proc.stdout + proc.stderr)["extract_logits"] == 7
+    bad = run_snakemake(tmp_path, "-n", config=['distill={"n_shards": "many"}'], check=False)
+    assert "invalid config key 'distill.n_shards': 'many' is not of type 'integer'" in bad.stdout + bad.stderr
+
+
 def test_one_shard_is_built_alone_and_rebuilt_alone(tmp_path):
     target = "results/distill/logits/shard-00001.parquet"
     # A copy of the code, so the test can edit a script and see what reruns.
@@ -111,7 +140,7 @@ def test_failed_job_leaves_no_output_and_rerun_completes(tmp_path):
                          configfiles=[DISTILL_TINY, cfg], check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results/logs/distill/compute_lengths.log").read_text()
-    assert log.strip().splitlines()[-1] == f"error: {data} row 1: no messages (expected a non-empty list of {{role, content}})"
+    assert log.strip().splitlines()[-1] == f"error: {data} row 1 (counted from 0: line 2 of a JSON Lines file): no messages (expected a non-empty list of {{role, content}})"
     assert not (tmp_path / "results/distill/lengths.parquet").exists()
     data.write_text(data.read_text().splitlines()[0] + "\n")
     run_snakemake(tmp_path, "results/distill/shards/shard-00000.parquet", "--cores", "2",

@@ -199,7 +199,7 @@ def test_shards_that_disagree_or_are_missing_are_refused(tmp_path, big_shard):
     with pytest.raises(LineageError) as err:
         CompressedLogitsDataset([big_shard, other])
     assert "vocab_size" in str(err.value) and str(other) in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(LineageError, match="not found"):
+    with pytest.raises(LineageError, match="no such file or directory"):
         CompressedLogitsDataset(tmp_path / "nope.parquet")
 
 

@@ -16,7 +16,7 @@ import sysconfig
 
 import pytest
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, assert_modes_follow_umask, run_snakemake
 from logit_lineage.formats.logits import LogitsShard
 
 pytestmark = pytest.mark.workflow
@@ -55,6 +55,8 @@ def test_awkward_paths_build_and_decode(awkward_run):
     assert example.num_tokens > 0 and example.top_ids.size >= example.num_tokens
     params = shard.params
     assert AWKWARD in params["teacher"] and AWKWARD in params["dataset"]
+    # Run under umask 022: the shard, the lengths, the plan and the folders are 0644 / 0755.
+    assert assert_modes_follow_umask(awkward_run["root"] / f"results {AWKWARD}") > 5
 
 
 def test_installed_library_reads_a_workflow_shard_without_torch(awkward_run, tmp_path):

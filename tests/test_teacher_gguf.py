@@ -69,7 +69,13 @@ def test_bad_pkg_specs_are_one_line(spec, expected):
     assert expected in one_line(info)
 
 
-def test_hub_ids_and_directories_pass_through(tmp_path):
+def test_hub_ids_and_directories_pass_through(tmp_path, monkeypatch):
+    # A Hub id passes through when it can be loaded: here from the local Hugging Face cache
+    # (offline and not cached, it is refused at once: tests/test_new_user_errors.py).
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "models--org--model" / "snapshots" / "abc").mkdir(parents=True)
     assert resolve_teacher("org/model").location == "org/model"
     source = resolve_teacher(str(tmp_path))
     assert (source.location, source.is_gguf, source.pretrained_kwargs("v1")) == (str(tmp_path), False,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_snakemake, subprocess_env
+from conftest import REPO, assert_modes_follow_umask, run_snakemake, subprocess_env
 
 pytestmark = pytest.mark.workflow
 
@@ -15,6 +15,9 @@ pytestmark = pytest.mark.workflow
 def test_default_config_builds_every_target(tmp_path):
     proc = run_snakemake(tmp_path, "--cores", "2", timeout=2400)
     assert "steps (100%) done" in proc.stdout + proc.stderr
+    # Run under umask 022: every output (shards, dense dumps, experts' data, student
+    # tables, logs) is readable by the group and others, as any file the user makes.
+    assert assert_modes_follow_umask(tmp_path / "results") > 200
     listing = run_snakemake(tmp_path, "--summary", "--cores", "1")
     rows = [ln.split("\t") for ln in listing.stdout.splitlines()[1:] if "\t" in ln]
     assert rows, listing.stdout

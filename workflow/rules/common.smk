@@ -13,11 +13,20 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
+from logit_lineage.common.errors import LineageError
+from logit_lineage.common.locations import is_path_like, require_existing_path
+from logit_lineage.common.schema import coerce_strings, load_schema
+
 SECTIONS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity", "student")
 
 
 def validate_section(data, schema, prefix):
-    """Validate (and fill defaults); report a violation as one line naming the key."""
+    """Validate (and fill defaults); report a violation as one line naming the key.
+
+    `--config section='{"key": 2000}'` arrives with string scalars ('2000'): a string
+    where the schema wants a number, boolean or null first becomes what YAML reads it as.
+    """
+    coerce_strings(data, load_schema(Path(schema).name.removesuffix(".schema.yaml")))
     try:
         validate(data, schema)
     except WorkflowError as exc:
@@ -37,6 +46,18 @@ def validate_section(data, schema, prefix):
 validate_section(config, "../schemas/config.schema.yaml", "")
 for _section in SECTIONS:
     validate_section(config[_section], f"../schemas/{_section}.schema.yaml", _section)
+
+
+def check_local_path(key, value):
+    """A config value that can only be a local path must exist when the workflow is parsed
+    (a dry run says so), not only when a job hands it to `from_pretrained`."""
+    if value is None or not is_path_like(value):
+        return
+    try:
+        require_existing_path(value, "path")
+    except LineageError as exc:
+        raise WorkflowError(f"invalid config key '{key}': {exc}") from None
+
 
 RESULTS = config["results"].rstrip("/")
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"

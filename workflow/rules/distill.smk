@@ -13,6 +13,15 @@ GENERATE = DISTILL["generate"]
 TEACHER = (
     str(rules.build_demo_teacher.output[0]) if USE_DEMO_TEACHER else DISTILL["teacher"]
 )
+# Values that can only be paths must exist now: a dry run names the key, where the job
+# would only say "Repo id must be in the form 'repo_name' or 'namespace/repo_name'".
+if not USE_DEMO_TEACHER and not TEACHER.startswith("pkg:"):
+    check_local_path("distill.teacher", TEACHER)
+if DISTILL["dataset"] not in ("demo", "generated"):
+    check_local_path("distill.dataset", DISTILL["dataset"])
+check_local_path("distill.chat_template", DISTILL["chat_template"])
+if USE_GENERATED_DATASET:
+    check_local_path("distill.generate.prompts", GENERATE["prompts"])
 # A chat template file is an input: editing it reruns what tokenizes with it.
 TEMPLATE_INPUT = [DISTILL["chat_template"]] if DISTILL["chat_template"] else []
 TEACHER_INPUT = [TEACHER] if USE_DEMO_TEACHER else []

@@ -17,3 +17,9 @@ class LineageError(Exception):
 def one_line(message: object) -> str:
     """Fold a message onto one line (error output is read line by line)."""
     return " ".join(str(message).split())
+
+
+def row_where(source: object, index: int) -> str:
+    """Where a dataset row is, for an error: its 0-based index (what `ds[i]` and the
+    shard tables use) and the line an editor shows for it in a JSON Lines file."""
+    return f"{source} row {index} (counted from 0: line {int(index) + 1} of a JSON Lines file)"

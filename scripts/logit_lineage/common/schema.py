@@ -108,3 +108,55 @@ def defaults_from_schema(section: str, *path: str):
 
     return decorate
 
+
+
+_JSON_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),),
+               "array": (list,), "object": (dict,)}
+
+
+def _json_type_ok(value, types: list[str]) -> bool:
+    for t in types:
+        kinds = _JSON_TYPES.get(t, ())
+        if isinstance(value, bool) and t in ("integer", "number"):
+            continue  # YAML's `yes` is a boolean, not the number 1
+        if isinstance(value, kinds):
+            return True
+    return False
+
+
+def coerce_strings(data, schema: Mapping) -> list[str]:
+    """Turn strings into the non-string types the schema asks for, in place; returns the keys changed.
+
+    `snakemake --config distill='{"n_shards": 2000}'` reads a nested value with YAML's base
+    loader, which keeps every scalar a string ('2000'); a key whose schema does not allow a
+    string gets the value YAML gives that string, when that value has an allowed type.
+    Anything else is left for validation to report.
+    """
+    import yaml
+
+    changed: list[str] = []
+
+    def visit(node, sub: Mapping, where: str) -> None:
+        if isinstance(node, dict):
+            for name, prop in (sub.get("properties") or {}).items():
+                if name not in node:
+                    continue
+                key = f"{where}.{name}" if where else name
+                value = node[name]
+                types = prop.get("type")
+                types = [types] if isinstance(types, str) else list(types or [])
+                if isinstance(value, str) and types and "string" not in types:
+                    try:
+                        parsed = yaml.safe_load(value)
+                    except yaml.YAMLError:
+                        parsed = value
+                    if _json_type_ok(parsed, types):
+                        node[name] = value = parsed
+                        changed.append(key)
+                visit(value, prop, key)
+        elif isinstance(node, list) and isinstance(sub.get("items"), Mapping):
+            for i, item in enumerate(node):
+                visit(item, sub["items"], f"{where}[{i}]")
+
+    visit(data, schema, "")
+    return changed

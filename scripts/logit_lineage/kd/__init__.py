@@ -10,6 +10,7 @@ from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hid
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.online import compressed_records, shard_params, sparse_targets
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets, targets_from_compressed
+from logit_lineage.kd.tokenizer import teacher_tokenizer
 
 _LAZY = {"KDTrainer": "logit_lineage.kd.trainer", "KDDataCollator": "logit_lineage.kd.trainer",
          "gradient_yardstick": "logit_lineage.kd.yardstick"}
@@ -44,5 +45,6 @@ __all__ = [
     "shard_params",
     "sparse_targets",
     "targets_from_compressed",
+    "teacher_tokenizer",
     "tokenizer_fingerprint",
 ]

@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from logit_lineage.common.errors import LineageError
+from logit_lineage.common.errors import LineageError, row_where
+from logit_lineage.common.locations import check_hub_id, is_path_like, require_existing_path
 from logit_lineage.formats.fingerprints import check_student_tokenizer
 from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata, version_of_columns
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
@@ -56,8 +57,9 @@ def _local_paths(source) -> list[Path] | None:
         if not found:
             raise LineageError(f"no shard matches {source}")
         return found
-    if str(source).endswith(".parquet") or str(source).startswith(("/", ".")):
-        raise LineageError("shard not found", path=p)
+    if is_path_like(str(source)):
+        # Not a Hub id either: say the path is missing (relative to where), not "Repo id must be …".
+        require_existing_path(str(source), "shards")
     return None
 
 
@@ -77,6 +79,8 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
 
     from logit_lineage.hub.card_file import CARD_KEY, read_card
 
+    check_hub_id(repo_id, "shards", repo_type="dataset", local_hint=(
+        "pass a local folder of shards (an absolute path, or one relative to the working directory)"))
     try:
         card = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision)
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; report one line
@@ -309,7 +313,7 @@ def conversation_input_ids(tokenizer, conversations, *, column: str = "messages"
         conversations = load_conversations(str(conversations), column=column)
 
     def fn(index: int) -> np.ndarray:
-        where = f"conversation row {index}"
+        where = row_where("conversations", index)
         ids, _ = tokenize_conversation(tokenizer, check_messages(conversations[int(index)][column], where),
                                        MaskOptions(), where)
         return ids
