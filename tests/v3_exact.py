@@ -105,7 +105,8 @@ def expected_loss(student, rec, grid=True, **kw):
         return ev, eg
     base_v, base_g = _value_grad(student, targets_for(rec, n_lp, s_lp, lse32, kappa_hat, grid), **kw)
     ev, eg = base_v.clone(), base_g.clone()
-    for part, counts in (("n", rec.top_counts), ("s", rec.sampled_counts)):
+    parts = (("n", rec.top_counts),) if kw["estimator"] == "topk" else (("n", rec.top_counts), ("s", rec.sampled_counts))
+    for part, counts in parts:  # topk reads the nucleus only: the tail's dither cannot move it
         rank = _ranks(counts)
         for j in range(int(rank.max(initial=-1)) + 1):
             flip = rank == j
