@@ -6,7 +6,7 @@ that token (computed at position t−1): the nucleus reaching --top-p (capped at
 --top-p-max-elements), --sampled-n Gumbel-top-k tail samples with their
 threshold, the logsumexp and packed ids; values as uint16 logits quantized per
 token (--format-version 2, the default) or as 8-bit log-probability codes with
-unbiased randomized rounding (--format-version 3, about half the bytes)
+subtractive dither (--format-version 3, about half the bytes)
 (docs/FORMAT.md). Batches follow a token budget over the sorted rows; the lm
 head runs only on kept positions. SIGTERM or --max-runtime-minutes stops after
 the current batch and keeps progress in <output>.partial/; rerunning the same
@@ -33,7 +33,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 DEFAULTS = schema_defaults("distill")  # the config's defaults: one home, the schema
 QUANTIZATION = {
     "2": "uint16 per-row min/max",
-    "3": "uint8 log-probability codes (nucleus step 1/16, tail step 1/8 nat), unbiased randomized rounding",
+    "3": "uint8 log-probability codes (nucleus step 1/16, tail step 1/8 nat), subtractive dither",
 }
 
 

@@ -1,14 +1,13 @@
-"""Format version 3's rounding, exactly (no Monte Carlo): every expectation here is the sum
-over the two candidate codes of each stored value, weighted by their probabilities.
+"""Format version 3's subtractive dither, integrated exactly (no Monte Carlo): a stored value
+decodes to ℓ̂ = ℓ + h·e, e uniform on [−1/2, 1/2) whatever ℓ, so every expectation here is a
+Gauss–Legendre sum over e (tests/v3_exact.py).
 
-- the tail rule keeps E[ŵ] = w(log p, κ̂) to float64 precision and, far below the threshold,
-  lets p (not the float32 rounding of κ) decide the code;
-- `kd.losses._unrounded` leaves a per-value bias within its documented bound
-  step²/12·|ψ'' − ρψ'| (property-based over log p and κ̂), of mean ≈ 0 over the value's
-  position between grid points;
-- on real SmolLM2 rows, the exact rounding shift of forward KL, CE and reverse KL (value
-  and gradient) is within 0.1 % of the dense value / gradient norm for a student near the
-  teacher, and reading the codes without the correction is measurably worse.
+- the per-value readings of `kd.losses._undithered` are unbiased: exactly on the nucleus
+  (p, p log p, p^(1/T), p^(1/T) log p, log p), to within 7h⁴/5760·|ψ''''| on the tail (the
+  weight w, w log p, log p / q), for any threshold (property-based);
+- on real SmolLM2 rows, the rounding shift of every kind × estimator at T = 1 and T = 2
+  (value and gradient) is within 0.1 % of the dense value / gradient norm, and reading the
+  codes without the correction is measurably worse.
 """
 from __future__ import annotations
 
@@ -19,93 +18,74 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logit_lineage.formats import codes
-from logit_lineage.kd.losses import _tail_slopes, _unrounded
-from v3_exact import compressed_record, real_teacher_rows, rounding_shift
+from logit_lineage.kd.losses import _tail_slopes, _undithered
+from v3_exact import NODES, WEIGHTS, compressed_record, real_teacher_rows, rounding_shift
 
 H_N, H_S = codes.NUCLEUS_STEP, codes.TAIL_STEP
+GL16 = [a / 2 for a in np.polynomial.legendre.leggauss(16)]  # nodes on [−1/2, 1/2], weights sum to 1
 
 
-def _tail_exact(lp: float, kappa_hat: float):
-    """(E[ŵ], E[p̂], w, codes' log-probs, P(upper)) of one tail value, exactly."""
-    lo, hi, up = codes.tail_candidates(np.array([lp]), np.array([1]), np.array([kappa_hat]))
-    ell = codes.decode(np.array([lo[0], hi[0]]), H_S)
-    w = codes.tail_weights(ell, kappa_hat)
-    pr = np.array([1 - up[0], up[0]])
-    return pr @ w, pr @ np.exp(ell), codes.tail_weights(np.array([lp]), kappa_hat)[0], ell, pr
+def _expect(read, lp: float, step: float) -> float:
+    """E over the dither of read(ℓ̂), ℓ̂ = lp + step·e (16-point Gauss–Legendre: exact to float64)."""
+    nodes, weights = GL16
+    return float(weights @ read(lp + step * nodes))
 
 
-@pytest.mark.parametrize("lp,kappa", [(-0.2, -1.0), (-6.1, -3.0), (-25.03, -12.3), (-31.0, -9.7), (-14.03, -4.5),
-                                      (-4.0, float("-inf"))])
-def test_tail_rule_is_exact_and_follows_p_far_below_the_threshold(lp, kappa):
-    kappa_hat = float(np.float32(kappa))  # what readers see
-    ew, ep, w, _, _ = _tail_exact(lp, kappa_hat)
-    assert abs(ew - w) <= 1e-12 * w
-    r = np.exp(lp - kappa_hat)
-    if r < 1e-3:  # w nearly flat: the rule is E[p̂] = p to first order in r (not pinned to a code by κ̂ − κ)
-        assert abs(ep / np.exp(lp) - 1) <= 2 * r
-    # the weight's only bias left is the threshold's float32 rounding (≤ 2^-24·|κ| relative)
-    if np.isfinite(kappa):
-        w_true = codes.tail_weights(np.array([lp]), kappa)[0]
-        assert abs(ew / w_true - 1) <= 2.0**-24 * abs(kappa) * 1.01
+@pytest.mark.parametrize("lp", [-0.001, -0.4, -2.5, -9.0, -15.0])
+@pytest.mark.parametrize("inv_t,m", [(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1), (0.0, 1), (2.0, 1)])
+def test_nucleus_readings_are_exactly_unbiased(lp, inv_t, m):
+    """ψ = p^(1/T)·(log p)^m read as e^(bℓ̂)(ℓ̂ − D(b))^m / S(b): E = ψ to float64 precision."""
+    def read(ell):
+        t = torch.from_numpy(np.asarray(ell, np.float64))
+        return _undithered(torch.exp(inv_t * t), t, torch.tensor(H_N, dtype=torch.float64), None,
+                           inv_t - 1.0, m).numpy()
+
+    truth = np.exp(inv_t * lp) * lp**m
+    assert abs(_expect(read, lp, H_N) - truth) <= 1e-12 * max(abs(truth), np.exp(inv_t * lp))
+    raw = _expect(lambda ell: np.exp(inv_t * ell) * ell**m, lp, H_N)  # read as decoded: biased
+    if inv_t > 0:
+        assert abs(raw - truth) > 1e-6 * abs(truth)
 
 
 def _psi(kind: str, ell, kappa_hat):
-    """The functions the losses read from codes: p log p / w log p (forward KL's entropy),
-    log p and log p / q (reverse KL)."""
+    """What the losses read from tail codes: the weight w (CE, forward KL), w log p (entropy),
+    log p / q = w e^(−ℓ) log p (reverse KL), w p^(−1/2) (T = 2)."""
     w = codes.tail_weights(ell, kappa_hat)
-    if kind == "entropy":
-        return w * ell
-    return ell * w * np.exp(-ell)  # log p / q
+    return {"w": w, "entropy": w * ell, "reverse": ell * w * np.exp(-ell), "t2": w * np.exp(-0.5 * ell)}[kind]
 
 
-def _read(kind: str, ell: np.ndarray, kappa_hat: float, corrected: bool) -> np.ndarray:
-    t = torch.from_numpy(ell)
+def _read(kind: str, ell: np.ndarray, kappa_hat: float) -> np.ndarray:
+    t = torch.from_numpy(np.asarray(ell, np.float64))
     w = torch.from_numpy(codes.tail_weights(ell, kappa_hat))
     slopes = _tail_slopes(t, w, torch.ones_like(t, dtype=torch.bool))
-    g, c = (w, 0.0) if kind == "entropy" else (w * torch.exp(-t), -1.0)
-    step = torch.tensor(H_S if corrected else 0.0, dtype=torch.float64)
-    return _unrounded(g, t, step, slopes, c, 1).numpy()
+    g, c, m = {"w": (w, 0.0, 0), "entropy": (w, 0.0, 1), "reverse": (w * torch.exp(-t), -1.0, 1),
+               "t2": (w * torch.exp(-0.5 * t), -0.5, 0)}[kind]
+    return _undithered(g, t, torch.tensor(H_S, dtype=torch.float64), slopes, c, m).numpy()
 
 
 def _bound(kind: str, lp: float, kappa_hat: float) -> float:
-    """step²/12·|ψ'' − ρψ'| (ρ = w''/w'), by finite differences in float64."""
-    e = 1e-3
-    x = np.array([lp - e, lp, lp + e])
-    psi = _psi(kind, x, kappa_hat)
-    d1, d2 = (psi[2] - psi[0]) / (2 * e), (psi[2] - 2 * psi[1] + psi[0]) / e**2
-    # ρ = w''/w' from G = w/e^κ̂ − 1, which keeps its precision where w is flat
-    g = codes.weight_excess(np.exp(x - kappa_hat)) if np.isfinite(kappa_hat) else np.exp(x)
-    rho = ((g[2] - 2 * g[1] + g[0]) / e**2) / ((g[2] - g[0]) / (2 * e))
-    return H_S**2 / 12 * abs(d2 - rho * d1)
+    """7h⁴/5760·max|ψ''''| over the window (fourth differences, float64), + float64 noise."""
+    e = 0.03
+    worst = 0.0
+    for x0 in lp + H_S * np.linspace(-0.5, 0.5, 5):
+        psi = _psi(kind, x0 + e * np.arange(-2, 3), kappa_hat)
+        worst = max(worst, abs(psi[0] - 4 * psi[1] + 6 * psi[2] - 4 * psi[3] + psi[4]) / e**4)
+    return 1.2 * 7 * H_S**4 / 5760 * worst + 1e-11 * abs(_psi(kind, np.array([lp]), kappa_hat)[0])
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.floats(-30.0, -0.2), st.floats(-14.0, 0.0), st.sampled_from(["entropy", "reverse"]))
-def test_corrected_reading_is_within_its_bound(lp, kappa, kind):
-    """The exact expectation of the corrected reading is within step²/12·|ψ'' − ρψ'| (+1 %
-    for the O(step³) terms) of ψ(log p)."""
+@settings(max_examples=80, deadline=None)
+@given(st.floats(-30.0, -0.1), st.floats(-14.0, 0.0) | st.just(float("-inf")),
+       st.sampled_from(["w", "entropy", "reverse", "t2"]))
+def test_tail_readings_are_unbiased_to_fourth_order(lp, kappa, kind):
+    """E[ψ(ℓ̂) − h²/24·ψ''(ℓ̂)] − ψ(ℓ) is within 7h⁴/5760·|ψ''''| (the next term of the window's
+    mean), for the tail weight and every term the losses read, above and far below κ."""
     kappa_hat = float(np.float32(kappa))
-    _, _, _, ell, pr = _tail_exact(lp, kappa_hat)
     truth = _psi(kind, np.array([lp]), kappa_hat)[0]
-    bias = pr @ _read(kind, ell, kappa_hat, True) - truth
-    bound = _bound(kind, lp, kappa_hat)
-    assert abs(bias) <= 1.01 * bound + 1e-9 * abs(truth), (bias, bound)
-
-
-@pytest.mark.parametrize("kind", ["entropy", "reverse"])
-@pytest.mark.parametrize("grid_point", [40, 120])
-@pytest.mark.parametrize("kappa", [-3.0, -9.5, float("-inf")])
-def test_correction_has_mean_zero_over_the_grid_position(kind, grid_point, kappa):
-    """Averaged over the value's position between two grid points (exactly, on 400 positions),
-    the corrected bias is a small fraction of the uncorrected one (what is left is O(step³))."""
-    raw, fixed = [], []
-    for phi in (np.arange(400) + 0.5) / 400:
-        lp = -(grid_point + phi) * H_S
-        _, _, _, ell, pr = _tail_exact(lp, kappa)
-        truth = _psi(kind, np.array([lp]), kappa)[0]
-        raw.append(pr @ _read(kind, ell, kappa, False) - truth)
-        fixed.append(pr @ _read(kind, ell, kappa, True) - truth)
-    assert abs(np.mean(fixed)) < 0.1 * abs(np.mean(raw)), (np.mean(fixed), np.mean(raw))
+    bias = _expect(lambda ell: _read(kind, ell, kappa_hat), lp, H_S) - truth
+    raw = _expect(lambda ell: _psi(kind, ell, kappa_hat), lp, H_S) - truth
+    assert abs(bias) <= _bound(kind, lp, kappa_hat), (bias, raw, _bound(kind, lp, kappa_hat))
+    if kind == "w":  # relative to the weight: far below 1e-5
+        assert abs(bias) <= 1e-5 * truth
 
 
 # --- real SmolLM2 rows ------------------------------------------------------------------------------
@@ -115,30 +95,45 @@ def test_correction_has_mean_zero_over_the_grid_position(kind, grid_point, kappa
 def real_rows():
     """Every fourth assistant-token row of the four short chats of tests/test_real_teacher.py, from
     SmolLM2-135M-Instruct (float32 [10, 49152]): peaked and flat rows, kept few so that the
-    ~125 loss evaluations per case stay cheap."""
-    return real_teacher_rows()[::4].contiguous()
-
-
-CASES = [("forward_kl", "unbiased"), ("forward_kl", "unbiased_exact_mass"), ("ce", "unbiased"),
-         ("reverse_kl", "unbiased")]
-
-
-@pytest.mark.parametrize("kind,estimator", CASES)
-def test_rounding_shift_on_real_teacher_rows_is_within_a_tenth_of_a_percent(real_rows, kind, estimator):
-    z = real_rows
+    slot-by-slot integrals of the non-separable cases stay cheap."""
+    z = real_teacher_rows()[::4].contiguous()
     rec = compressed_record(z, seed=5)
     student = z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    return z, rec, student
+
+
+SEPARABLE = [("forward_kl", "unbiased"), ("forward_kl", "unbiased_exact_mass"), ("ce", "unbiased"),
+             ("reverse_kl", "unbiased")]
+
+
+@pytest.mark.parametrize("kind,estimator", SEPARABLE)
+def test_rounding_shift_at_t1_is_exactly_within_a_tenth_of_a_percent(real_rows, kind, estimator):
+    z, rec, student = real_rows
     after = rounding_shift(z, student, rec, kind=kind, estimator=estimator)
     assert abs(after["value"]) <= 1e-3 and after["grad"] <= 1e-3, after
-    if kind == "ce":  # linear in p̂ and ŵ: exactly unbiased (float32 noise only)
-        assert abs(after["value"]) <= 1e-5 and after["grad"] <= 2e-5, after
-        return
+    # the readings are unbiased per value (nucleus exactly, tail to O(h⁴)): what is left is float32 noise
+    assert abs(after["value"]) <= 2e-5 and after["grad"] <= 2e-5, after
     before = rounding_shift(z, student, rec, grid=False, kind=kind, estimator=estimator)
-    # The codes read without the correction: the entropy term (forward KL's value) and
-    # log p̂, log p̂ / q̂ (reverse KL's value and gradient) are biased by several times more.
-    assert abs(before["value"]) >= 3 * abs(after["value"]), (before, after)
-    if kind == "reverse_kl":
-        assert before["grad"] >= 2 * after["grad"], (before, after)
+    assert abs(before["value"]) >= 3 * abs(after["value"]) or before["grad"] >= 3 * after["grad"], (before, after)
+
+
+@pytest.mark.parametrize("kind,estimator,temperature", [
+    ("forward_kl", "unbiased", 2.0), ("reverse_kl", "unbiased", 2.0), ("forward_kl", "topk", 2.0),
+    ("reverse_kl", "topk", 2.0), ("forward_kl", "topk", 1.0), ("reverse_kl", "topk", 1.0)])
+def test_rounding_shift_of_ratio_estimators_is_within_a_tenth_of_a_percent(real_rows, kind, estimator,
+                                                                           temperature):
+    """T = 2 and topk (ratios over a token's values, log Ẑ), integrated slot by slot."""
+    z, rec, student = real_rows
+    after = rounding_shift(z, student, rec, kind=kind, estimator=estimator, temperature=temperature)
+    assert abs(after["value"]) <= 1e-3 and after["grad"] <= 1e-3, after
+
+
+def test_quadrature_nodes_integrate_the_window():
+    """The nodes v3_exact integrates with: weights sum to 1, exact for e^(be) to 1e-14 (|b| ≤ 2)."""
+    assert abs(WEIGHTS.sum() - 1) < 1e-14 and np.all(np.abs(NODES) < 0.5)
+    for b in (-2.0, 0.3, 2.0):
+        x = b / 2
+        assert abs(WEIGHTS @ np.exp(b * NODES) - np.sinh(x) / x) < 1e-14
 
 
 def test_grid_steps_follow_each_examples_format(tmp_path):
@@ -161,7 +156,9 @@ def test_grid_steps_follow_each_examples_format(tmp_path):
     assert torch.all(mixed.nucleus_step[1][mixed.mask[1]] == H_N) and torch.all(mixed.tail_step[1][mixed.mask[1]] == H_S)
     student = z + torch.randn(z.shape, generator=gen)
     for kind in ("forward_kl", "reverse_kl"):
-        both = kd_loss(torch.cat([student, student]), mixed, kind=kind, reduction="none")
-        alone = [kd_loss(student, collate_targets([items[v]]), kind=kind, reduction="none") for v in (2, 3)]
-        torch.testing.assert_close(both, torch.cat(alone), rtol=1e-6, atol=1e-6)
-        assert not torch.allclose(alone[0], alone[1], rtol=1e-4, atol=0)  # the versions' values differ
+        for t in (1.0, 2.0):
+            both = kd_loss(torch.cat([student, student]), mixed, kind=kind, reduction="none", temperature=t)
+            alone = [kd_loss(student, collate_targets([items[v]]), kind=kind, reduction="none", temperature=t)
+                     for v in (2, 3)]
+            torch.testing.assert_close(both, torch.cat(alone), rtol=1e-6, atol=1e-6)
+            assert not torch.allclose(alone[0], alone[1], rtol=1e-4, atol=0)  # the versions' values differ

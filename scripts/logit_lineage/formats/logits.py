@@ -31,6 +31,7 @@ FORMAT_VERSION = 2  # what extraction writes unless told otherwise
 SUPPORTED_VERSIONS = (2, 3)
 META_VERSION = b"logit_lineage.format_version"
 META_PARAMS = b"logit_lineage.params"
+META_ROUNDING = b"logit_lineage.rounding"  # version 3: the rule that turns codes into values
 REQUIRED_PARAMS = ("vocab_size", "index_high_bits", "top_p", "top_p_max_elements", "sampled_n", "seed")
 
 SCHEMA = pa.schema(
@@ -176,7 +177,7 @@ def _columns(cols: dict[str, list], schema: pa.Schema) -> pa.Table:
 def build_table(records: list[ExampleRecord], vocab_size: int, *, version: int = FORMAT_VERSION,
                 seed: int = 0) -> pa.Table:
     """Encode records into a table of format `version` (2: quantize, pack ids; 3: also
-    the randomized rounding seeded by (`seed`, example index))."""
+    the subtractive dither keyed by (`seed`, example index, position, id))."""
     if version == 3:
         return _build_table_v3(records, vocab_size, seed)
     if version != 2:
@@ -212,18 +213,23 @@ def build_table(records: list[ExampleRecord], vocab_size: int, *, version: int =
 
 def encode_v3(rec: ExampleRecord, seed: int) -> dict[str, np.ndarray]:
     """One record's version-3 values: float32 logsumexp and threshold, nucleus codes
-    (rank order), tail codes and ids reordered by (code, id); codes not yet delta-coded."""
+    (rank order), tail codes and ids reordered by (code, id); codes not yet delta-coded.
+    Each value's dither is keyed by (seed, example index, position, part, id), so the reader
+    pairs it with its code whatever order the codes are stored in."""
     lse = np.asarray(rec.logsumexp, dtype=np.float64)
+    positions = np.asarray(rec.positions, dtype=np.int64)
     top_counts = np.asarray(rec.top_counts, dtype=np.int64)
     s_counts = np.asarray(rec.sampled_counts, dtype=np.int64)
     kappa = np.asarray(rec.threshold, dtype=np.float64)  # a log-probability already; −inf stays
     kappa32 = kappa.astype(np.float32)
-    rng = v3codes.rounding_rng(seed, rec.index)
-    top_lp = np.asarray(rec.top_logits, dtype=np.float64) - np.repeat(lse, top_counts)
-    top_codes = v3codes.encode_nucleus(np.minimum(top_lp, 0.0), rng)
-    s_lp = np.asarray(rec.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
-    s_codes = v3codes.encode_tail(np.minimum(s_lp, 0.0), s_counts, kappa32.astype(np.float64), rng)
+    top_ids = np.asarray(rec.top_ids, dtype=np.int64)
     s_ids = np.asarray(rec.sampled_ids, dtype=np.int64)
+    u_top = v3codes.dither(seed, rec.index, np.repeat(positions, top_counts), top_ids, v3codes.PART_NUCLEUS)
+    u_s = v3codes.dither(seed, rec.index, np.repeat(positions, s_counts), s_ids, v3codes.PART_TAIL)
+    top_lp = np.asarray(rec.top_logits, dtype=np.float64) - np.repeat(lse, top_counts)
+    top_codes = v3codes.encode(np.minimum(top_lp, 0.0), u_top, v3codes.NUCLEUS_STEP)
+    s_lp = np.asarray(rec.sampled_logits, dtype=np.float64) - np.repeat(lse, s_counts)
+    s_codes = v3codes.encode(np.minimum(s_lp, 0.0), u_s, v3codes.TAIL_STEP)
     token_of = np.repeat(np.arange(s_counts.size), s_counts)
     order = np.lexsort((s_ids, s_codes, token_of))  # token, then code, then id
     return {"logsumexp": lse.astype(np.float32), "threshold": kappa32, "top_codes": top_codes,
@@ -268,10 +274,13 @@ def _metadata(params: dict, version: int) -> dict[bytes, bytes]:
     missing = [k for k in REQUIRED_PARAMS if k not in params]
     if missing:
         raise LineageError(f"extraction params lack {missing}")
-    return {
+    meta = {
         META_VERSION: str(version).encode(),
         META_PARAMS: json.dumps(params, sort_keys=True).encode(),
     }
+    if version == 3:
+        meta[META_ROUNDING] = v3codes.ROUNDING_RULE.encode()
+    return meta
 
 
 # Parquet stores uint16 as 32-bit integers. Split into byte streams (and without
@@ -312,6 +321,11 @@ def _check_metadata(path: str | Path, meta: dict | None) -> tuple[int, dict]:
             f"index_high_bits {params['index_high_bits']} does not match vocab_size {params['vocab_size']}",
             path=path,
         )
+    if version == 3:
+        rule = meta.get(META_ROUNDING, b"").decode(errors="replace")
+        if rule != v3codes.ROUNDING_RULE:
+            raise LineageError(f"version-3 metadata key '{META_ROUNDING.decode()}' is {rule!r}, this reader decodes "
+                               f"{v3codes.ROUNDING_RULE!r} only (re-extract the shard)", path=path)
     return version, params
 
 
@@ -457,10 +471,14 @@ class LogitsShard:
             if self.version == 3:
                 logsumexp = c["logsumexp"].row(i).astype(np.float64)
                 threshold = c["sampled_threshold"].row(i).astype(np.float64)
+                pos = c["positions"].row(i).astype(np.int64)
+                seed, index = int(self.params["seed"]), int(self.indices[i])
+                u_top = v3codes.dither(seed, index, np.repeat(pos, top_counts), top_ids, v3codes.PART_NUCLEUS)
+                u_s = v3codes.dither(seed, index, np.repeat(pos, sampled_counts), sampled_ids, v3codes.PART_TAIL)
                 top_logits = np.repeat(logsumexp, top_counts) + v3codes.decode(
-                    v3codes.delta_decode(c["top_codes"].row(i), top_counts), v3codes.NUCLEUS_STEP)
+                    v3codes.delta_decode(c["top_codes"].row(i), top_counts), u_top, v3codes.NUCLEUS_STEP)
                 sampled_logits = np.repeat(logsumexp, sampled_counts) + v3codes.decode(
-                    v3codes.delta_decode(c["sampled_codes"].row(i), sampled_counts), v3codes.TAIL_STEP)
+                    v3codes.delta_decode(c["sampled_codes"].row(i), sampled_counts), u_s, v3codes.TAIL_STEP)
             else:
                 logsumexp = c["logsumexp"].row(i)
                 threshold = c["sampled_threshold"].row(i)
@@ -532,7 +550,7 @@ def example_record(ex: DecodedExample) -> ExampleRecord:
 def transcode(source: str | Path, output: str | Path, version: int) -> None:
     """Write a shard's records again in format `version`, without the teacher: the same ids,
     samples and thresholds, values as the source decodes them (a version-2 value carries its
-    uint16 rounding, ≤ range/131070, into the version-3 codes). Randomized rounding is seeded
+    uint16 rounding, ≤ range/131070, into the version-3 codes). The dither is keyed
     by the source's extraction seed."""
     shard = LogitsShard(source)
     records = [example_record(ex) for ex in shard]

@@ -56,14 +56,15 @@ full softmax (known exactly) and log p_T,v = log p_v / T − log Z_T:
   renormalised there (the peers' top-k reverse KL); the student's mass outside the
   nucleus is not penalised at all.
 
-Format version 3 (targets with `nucleus_step` / `tail_step`): the values are randomized-rounding
-codes with E[p̂] = p and E[ŵ] = w, so every term linear in them (the weights α at T = 1: CE and
-the forward-KL gradient) is used as read. Terms that are not (the entropy p̂ log p̂, ŵ log p̂;
-the reverse KL's log p̂ and log p̂ / q̂; p̂^(1/T), ŵ p̂^(1/T − 1) at T ≠ 1) are read through
-`_unrounded`, which subtracts the rounding's bias averaged over where a value falls between
-grid points; the remainder per value has mean 0 and is at most step²/12·|ψ'' − ρψ'|
-(docs/FORMAT.md). `_forward_weights` / `_reverse_weights` do this, so every loss built on them
-gets it.
+Format version 3 (targets with `nucleus_step` / `tail_step`): the values are decoded from
+8-bit codes with subtractive dither, so a value's error is uniform on a step-wide window and
+independent of the value (docs/FORMAT.md). Every per-value term is read through `_undithered`:
+p, p log p, p^(1/T), p^(1/T) log p and log p on the nucleus exactly unbiased (closed forms of
+the window's mean), the tail weight w and w log p, log p / q, w p^(1/T − 1) to O(step⁴) (a
+second-order correction); the ratios over a token (tempered and top-k weights, the entropy
+over Ẑ_T, log Ẑ_T) have their second-order rounding bias removed (`_ratio`). `_forward_weights`
+/ `_reverse_weights` / `_topk_reverse` do this, so every loss built on them (the fused form
+too) gets it.
 
 Memory: rows are processed `chunk_rows` at a time by custom autograd Functions whose
 backward recomputes the softmax per chunk, so at most one [chunk_rows, V] float32 buffer
@@ -293,25 +294,53 @@ def _tail_slopes(s_lp: torch.Tensor, w: torch.Tensor, s_ok: torch.Tensor):
     return a, a_l
 
 
-def _unrounded(g: torch.Tensor, ell: torch.Tensor, step: torch.Tensor, slopes, c: float, m: int) -> torch.Tensor:
-    """ψ(ℓ̂) read from a randomized-rounding code, its bias to second order removed.
+def _window(b, step: torch.Tensor):
+    """(S(b), D(b)) of the dither's step-wide window: E[e^(bℓ̂)] = e^(bℓ)·S(b) with
+    S(b) = sinh(bh/2)/(bh/2), and D(b) = S'(b)/S(b) = (h/2)·coth(bh/2) − 1/b (both float64;
+    S = 1, D = 0 at bh = 0). Series below |bh/2| = 1e-3 (relative error < 1e-13)."""
+    b = torch.as_tensor(b, dtype=torch.float64, device=step.device)
+    x = b * step / 2
+    small = x.abs() < 1e-3
+    xs = torch.where(small, 1.0, x)
+    s = torch.where(small, 1 + x * x / 6 + x**4 / 120, torch.sinh(xs) / xs)
+    d = torch.where(small, step / 2 * (x / 3 - x**3 / 45),
+                    step / 2 * (1 / torch.tanh(xs) - 1 / xs))
+    return s, d
 
-    ψ = g·ℓ^m (m = 0 or 1) with g = W(ℓ)·e^(cℓ), W the quantity the code keeps unbiased
-    (p for the nucleus, the weight w for tail samples), ℓ̂ the decoded log-probability on a
-    grid of `step`. With the value at fraction φ between its grid points, E[ψ(ℓ̂)] − ψ(ℓ) =
-    (step²/2)·φ(1 − φ)·(ψ'' − ρψ') + O(step³), ρ = W''/W'; the mean over φ, step²/12·(ψ'' − ρψ'),
-    is subtracted. What remains, (step²/2)(φ(1 − φ) − 1/6)(ψ'' − ρψ'), has mean 0 over φ and is at
-    most step²/12·|ψ'' − ρψ'| (docs/FORMAT.md). Code 0 (ℓ̂ = 0: p near 1, φ near 0) is read as is.
+
+def _undithered(g: torch.Tensor, ell: torch.Tensor, step: torch.Tensor, slopes, c: float, m: int) -> torch.Tensor:
+    """An unbiased reading of ψ(ℓ) = g·ℓ^m (m = 0 or 1), g = W(ℓ)·e^(cℓ), from a dithered value
+    ℓ̂ = ℓ + e, e uniform on [−h/2, h/2) (h = `step`; g and ell given at ℓ̂).
+
+    slopes None: W = e^ℓ (the nucleus' p), ψ = e^(bℓ)ℓ^m with b = 1 + c, and the reading
+    e^(bℓ̂)(ℓ̂ − D(b))^m / S(b) (`_window`) has expectation exactly ψ(ℓ). Otherwise W is the tail
+    weight w(ℓ, κ̂) with slopes (a, a_ℓ) = (d log w/dℓ, da/dℓ) (`_tail_slopes`): the window's
+    mean is ψ + h²/24·ψ'' + h⁴/1920·ψ + …, and ψ(ℓ̂) − h²/24·ψ(ℓ̂) leaves −7h⁴/5760·ψ
+    (docs/FORMAT.md). step 0 (exact values) reads ψ(ℓ̂) as is.
     """
+    if slopes is None:
+        s, d = _window(1.0 + c, step)
+        return g * (ell - d) ** m / s
     a, a_l = slopes
-    a = torch.as_tensor(a, dtype=torch.float64, device=g.device)
-    a_l = torch.as_tensor(a_l, dtype=torch.float64, device=g.device)
-    rho = torch.where(a > 0, a + a_l / torch.where(a > 0, a, 1.0), 1.0)
-    b = a + c
-    k0 = b * b + a_l - rho * b
-    k = k0 if m == 0 else ell * k0 + 2 * b - rho
+    b = torch.as_tensor(a, dtype=torch.float64, device=g.device) + c
+    curv = b * b + torch.as_tensor(a_l, dtype=torch.float64, device=g.device)  # g''/g
+    second = g * curv if m == 0 else g * (curv * ell + 2 * b)  # ψ''
     psi = g if m == 0 else g * ell
-    return psi - torch.where(ell < 0, step * step / 12 * g * k, 0.0)
+    return psi - step * step / 24 * second
+
+
+def _ratio_terms(raw: torch.Tensor, b: torch.Tensor, step: torch.Tensor, ok: torch.Tensor):
+    """Per-entry rounding variance of unbiased readings r̂ (second order: v = h²/12·(r b)², b =
+    d log r/dℓ), and v itself summed per row: what the ratio corrections below need."""
+    v = torch.where(ok, step * step / 12 * (raw * b) ** 2, 0.0)
+    return v, v.sum(1)
+
+
+def _ratio(raw: torch.Tensor, v: torch.Tensor, z: torch.Tensor, var_z: torch.Tensor) -> torch.Tensor:
+    """E[r̂_i / Ẑ] to second order is r_i/Z·(1 + V/Z²) − v_i/Z² (independent dithers: Cov(r̂_i, Ẑ) =
+    v_i); this reading of r_i / Z removes that bias. It keeps Σ_i = 1."""
+    z = z[:, None]
+    return raw / z * (1 - var_z[:, None] / z**2) + v / z**2
 
 
 def _forward_weights(f: dict, estimator: str, temperature: float):
@@ -350,35 +379,46 @@ def _forward_weights(f: dict, estimator: str, temperature: float):
 
 
 def _forward_weights_on_grid(f: dict, estimator: str, temperature: float, n_ok, s_ok, grid):
-    """`_forward_weights` for values read from version-3 codes: p̂ and ŵ are unbiased, so
-    every term linear in them is used as is (the weights α at T = 1); terms that are not
-    (p̂ log p̂ and ŵ log p̂ of the entropy, p̂^(1/T) and ŵ p̂^(1/T − 1) at T ≠ 1) are read
-    through `_unrounded`."""
+    """`_forward_weights` for values read from version-3 dithered codes: every per-entry term
+    (p, w, p log p, w log p, p^(1/T), w p^(1/T − 1)) is read through `_undithered` (unbiased:
+    exactly on the nucleus, to O(h⁴) on the tail); the ratios of the tempered and top-k weights
+    and log Ẑ get their second-order rounding bias removed (`_ratio`)."""
     h_n, h_s = grid
     n_lp = torch.where(n_ok, f["nucleus_logprobs"].double(), 0.0)
     s_lp = torch.where(s_ok, f["tail_logprobs"].double(), 0.0)
-    p = torch.where(n_ok, n_lp.exp(), 0.0)
     inv_t = 1.0 / temperature
     c = inv_t - 1.0
-    flat = (1.0, 0.0)  # W = p on the nucleus: d log W / dℓ = 1
-    raw_n = torch.where(n_ok, _unrounded(p * torch.exp(c * n_lp), n_lp, h_n, flat, c, 0), 0.0)
-    ent_n = torch.where(n_ok, _unrounded(p * torch.exp(c * n_lp), n_lp, h_n, flat, c, 1), 0.0)
+    g_n = torch.exp(inv_t * n_lp)  # p·e^(cℓ)
+    raw_n = torch.where(n_ok, _undithered(g_n, n_lp, h_n, None, c, 0), 0.0)
+    ent_n = torch.where(n_ok, _undithered(g_n, n_lp, h_n, None, c, 1), 0.0)
+    b_n = torch.full_like(n_lp, inv_t)
     if estimator == "topk":
-        z = raw_n.sum(1)
-        alpha_n = raw_n / z[:, None]
-        neg_ent = ent_n.sum(1) / z * inv_t - torch.log(z)
-        return f["nucleus_ids"], alpha_n.float(), neg_ent
+        return f["nucleus_ids"], *_tempered(raw_n, ent_n, b_n, n_lp, h_n, n_ok, inv_t)
     w = torch.where(s_ok, f["tail_weights"].double(), 0.0)
     slopes = _tail_slopes(s_lp, w, s_ok)
-    raw_s = torch.where(s_ok, _unrounded(w * torch.exp(c * s_lp), s_lp, h_s, slopes, c, 0), 0.0)
-    ent_s = torch.where(s_ok, _unrounded(w * torch.exp(c * s_lp), s_lp, h_s, slopes, c, 1), 0.0)
+    g_s = w * torch.exp(c * s_lp)
+    raw_s = torch.where(s_ok, _undithered(g_s, s_lp, h_s, slopes, c, 0), 0.0)
+    ent_s = torch.where(s_ok, _undithered(g_s, s_lp, h_s, slopes, c, 1), 0.0)
     ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
-    if temperature == 1.0:  # α = (p̂, ŵ): linear, unbiased as read
-        return ids, torch.cat([p, w], 1).float(), ent_n.sum(1) + ent_s.sum(1)
-    z = raw_n.sum(1) + raw_s.sum(1)
-    alpha = torch.cat([raw_n, raw_s], 1) / z[:, None]
-    neg_ent = (ent_n.sum(1) + ent_s.sum(1)) / z * inv_t - torch.log(z)
-    return ids, alpha.float(), neg_ent
+    if temperature == 1.0:  # α = (p, w) read without bias: linear in them, so is the loss
+        return ids, torch.cat([raw_n, raw_s], 1).float(), ent_n.sum(1) + ent_s.sum(1)
+    b_s = slopes[0] + c
+    step = torch.cat([h_n.expand_as(n_lp), h_s.expand_as(s_lp)], 1)
+    return ids, *_tempered(torch.cat([raw_n, raw_s], 1), torch.cat([ent_n, ent_s], 1), torch.cat([b_n, b_s], 1),
+                           torch.cat([n_lp, s_lp], 1), step, torch.cat([n_ok, s_ok], 1), inv_t)
+
+
+def _tempered(raw, ent, b, ell, step, ok, inv_t):
+    """(α [N, K] float32, −Ĥ(p_T) [N] float64) from unbiased per-entry readings r̂ of p^(1/T) (or
+    w p^(1/T − 1)) and ê of r·log p: α = r̂/Ẑ, −Ĥ = (Σê/Ẑ)/T − log Ẑ, each with its second-order
+    rounding bias removed (independent dithers: Var Ẑ = Σ v, Cov(Σê, Ẑ) = Σ h²/12·r²b(1 + bℓ))."""
+    v, var_z = _ratio_terms(raw, b, step, ok)
+    z = raw.sum(1)
+    alpha = _ratio(raw, v, z, var_z)
+    cov = torch.where(ok, step * step / 12 * raw * raw * b * (1 + b * ell), 0.0).sum(1)
+    ent_ratio = ent.sum(1) / z * (1 - var_z / z**2) + cov / z**2
+    log_z = torch.log(z) + var_z / (2 * z**2)
+    return alpha.float(), ent_ratio * inv_t - log_z
 
 
 def _reverse_weights(f: dict, temperature: float):
@@ -398,11 +438,11 @@ def _reverse_weights(f: dict, temperature: float):
     grid = _grid(f)
     if grid is None:
         gamma = torch.cat([torch.where(n_ok, n_lp, 0.0), inv_q * s_lp], 1) * inv_t
-    else:  # version-3 codes: log p̂ and log p̂ / q̂ are not linear in p̂, ŵ (see `_unrounded`)
+    else:  # version-3 dithered codes: log p̂ and log p̂ / q̂ read through `_undithered`
         n_lp, s_lp = torch.where(n_ok, n_lp, 0.0), torch.where(s_ok, s_lp, 0.0)
         slopes = _tail_slopes(s_lp, w, s_ok)
-        gamma_n = _unrounded(torch.ones_like(n_lp), n_lp, grid[0], (1.0, 0.0), -1.0, 1)
-        gamma_s = _unrounded(inv_q, s_lp, grid[1], slopes, -1.0, 1)
+        gamma_n = _undithered(torch.ones_like(n_lp), n_lp, grid[0], None, -1.0, 1)
+        gamma_s = _undithered(inv_q, s_lp, grid[1], slopes, -1.0, 1)
         gamma = torch.cat([torch.where(n_ok, gamma_n, 0.0), torch.where(s_ok, gamma_s, 0.0)], 1) * inv_t
     ok = torch.cat([n_ok, s_ok], 1)
     ids = torch.cat([f["nucleus_ids"], f["tail_ids"]], 1)
@@ -414,9 +454,13 @@ def _reverse_weights(f: dict, temperature: float):
         log_z = torch.log(z_hat)
     else:
         c = inv_t - 1.0
-        raw_n = _unrounded(torch.exp(inv_t * n_lp), n_lp, grid[0], (1.0, 0.0), c, 0)
-        raw_s = _unrounded(w * torch.exp(c * s_lp), s_lp, grid[1], slopes, c, 0)
-        log_z = torch.log(torch.where(n_ok, raw_n, 0.0).sum(1) + torch.where(s_ok, raw_s, 0.0).sum(1))
+        raw = torch.cat([torch.where(n_ok, _undithered(torch.exp(inv_t * n_lp), n_lp, grid[0], None, c, 0), 0.0),
+                         torch.where(s_ok, _undithered(w * torch.exp(c * s_lp), s_lp, grid[1], slopes, c, 0), 0.0)], 1)
+        b = torch.cat([torch.full_like(n_lp, inv_t), slopes[0] + c], 1)
+        step = torch.cat([grid[0].expand_as(n_lp), grid[1].expand_as(s_lp)], 1)
+        _, var_z = _ratio_terms(raw, b, step, ok)
+        z = raw.sum(1)
+        log_z = torch.log(z) + var_z / (2 * z**2)  # E[log Ẑ] = log Z − Var Ẑ/(2Z²) + O(h⁴)
     ids = torch.where(ok, ids, ids[:, :1])
     gamma = torch.where(ok, gamma, gamma[:, :1])
     return ids, gamma, ok, log_z
@@ -438,12 +482,14 @@ def _topk_reverse(logits2d: torch.Tensor, rows: Rows, f: dict, temperature: floa
     if grid is None:
         tp = torch.where(n_ok, f["nucleus_logprobs"].float() / temperature, -math.inf)
         lt = torch.where(n_ok, torch.log_softmax(tp, 1), 0.0)
-    else:  # version-3 codes: log p̂ and p̂^(1/T) read through `_unrounded`
+    else:  # version-3 dithered codes: log p̂, p̂^(1/T) and log Ẑ read without their rounding bias
         n_lp = torch.where(n_ok, f["nucleus_logprobs"].double(), 0.0)
         inv_t = 1.0 / temperature
-        ell = _unrounded(torch.ones_like(n_lp), n_lp, grid[0], (1.0, 0.0), -1.0, 1)
-        raw = torch.where(n_ok, _unrounded(torch.exp(inv_t * n_lp), n_lp, grid[0], (1.0, 0.0), inv_t - 1.0, 0), 0.0)
-        lt = torch.where(n_ok, ell * inv_t - torch.log(raw.sum(1, keepdim=True)), 0.0).float()
+        raw = torch.where(n_ok, _undithered(torch.exp(inv_t * n_lp), n_lp, grid[0], None, inv_t - 1.0, 0), 0.0)
+        _, var_z = _ratio_terms(raw, torch.full_like(n_lp, inv_t), grid[0].expand_as(n_lp), n_ok)
+        z = raw.sum(1, keepdim=True)
+        log_z = torch.log(z) + var_z[:, None] / (2 * z**2)
+        lt = torch.where(n_ok, n_lp * inv_t - log_z, 0.0).float()
     kl = torch.where(n_ok, ls.exp() * (ls - lt), 0.0).sum(1)
     return kl * temperature**2
 

@@ -3,7 +3,7 @@
 `sparse_targets(teacher_logits, mask, seed=…)` compresses the teacher's rows exactly as
 extraction does (nucleus + Gumbel-top-k tail sample with its threshold, noise seeded per
 (seed, example index, 64-token block)), encodes them in the shard format (version 2's
-uint16 values or version 3's randomized-rounding codes) and decodes them again, so the
+uint16 values or version 3's dithered 8-bit codes) and decodes them again, so the
 `SparseTargets` it returns are, bit for bit, what a shard written from the same logits
 would give the loader. The extraction parameters default to the `distill` section of the
 config schema (their one home).
@@ -133,7 +133,7 @@ def sparse_targets(
     seed: the sampler's and the rounding's seed; with `first_index`, batch row b is example
     `first_index + b`, and its noise depends on (seed, example, 64-token block) only. Use a
     new seed (or first_index) every step, or the tail samples repeat their noise.
-    format_version: 2 (uint16 values) or 3 (8-bit codes, randomized rounding); top_p,
+    format_version: 2 (uint16 values) or 3 (8-bit codes, subtractive dither); top_p,
     top_p_max_elements (the nucleus cap), sampled_n (tail samples): the extraction's
     parameters. Any left None takes the config schema's default.
     input_ids: [B, L] (or [N + 1]) token ids, stored as the targets' `token_ids` (for
