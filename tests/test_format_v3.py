@@ -231,6 +231,27 @@ def test_reader_refuses_an_unknown_rounding_rule(tmp_path):
     assert b"logit_lineage.rounding" not in pq.read_schema(v2).metadata
 
 
+
+def test_hub_card_carries_the_rounding_rule_and_streaming_readers_check_it(tmp_path):
+    """Rows streamed from a Hub dataset carry no file metadata: the card records version 3's
+    rule and the streaming reader refuses a card with another rule (or none), in one line."""
+    from logit_lineage.hub.card import card_metadata, summarize_shards
+    from logit_lineage.kd.dataset import card_params
+
+    paths = []
+    for version in (2, 3):
+        path = tmp_path / f"v{version}.parquet"
+        write_logits_parquet(path, build_table(_records(n_examples=1), 5000, version=version, seed=7), PARAMS)
+        paths.append(path)
+    cards = [card_metadata(summarize_shards([p]), repo_id="org/logits", config_sha256="0" * 64)["logit_lineage"]
+             for p in paths]
+    assert "rounding" not in cards[0] and card_params(cards[0], "org/logits")["seed"] == PARAMS["seed"]
+    assert cards[1]["rounding"] == codes.ROUNDING_RULE and card_params(cards[1], "org/logits") == cards[1]["extraction"]
+    for rule in ("two_point_v0", None):
+        changed = {**cards[1], "rounding": rule}
+        with pytest.raises(LineageError, match="'org/logits' holds version-3 codes with rounding rule .* only"):
+            card_params(changed, "org/logits")
+
 # --- the tail estimate through sampler, writer and reader -----------------------------------------
 
 

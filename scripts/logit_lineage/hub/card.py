@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.codes import ROUNDING_RULE
 from logit_lineage.hub.card_file import CARD_KEY
 from logit_lineage.hub.naming import data_files_glob
 from logit_lineage.hub.shard_metadata import read_shard_metadata
@@ -51,6 +52,7 @@ def card_metadata(summary: dict, *, repo_id: str, config_sha256: str) -> dict:
         }],
         CARD_KEY: {
             "format_version": summary["format_version"],
+            **({"rounding": ROUNDING_RULE} if summary["format_version"] == 3 else {}),
             "n_shards": summary["n_shards"],
             "n_rows": summary["n_rows"],
             "lineage": {

@@ -23,6 +23,7 @@ import torch
 
 from logit_lineage.common.errors import LineageError, row_where
 from logit_lineage.common.locations import check_hub_id, is_path_like, require_existing_path
+from logit_lineage.formats.codes import ROUNDING_RULE
 from logit_lineage.formats.fingerprints import check_student_tokenizer
 from logit_lineage.formats.logits import SCHEMAS, SUPPORTED_VERSIONS, LogitsShard, read_metadata, version_of_columns
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
@@ -86,7 +87,15 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; report one line
         raise LineageError(f"cannot read the dataset card of '{repo_id}': {str(exc).splitlines()[0]}") from None
     meta, _ = read_card(card)
-    info = meta.get(CARD_KEY)
+    return card_params(meta.get(CARD_KEY), repo_id)
+
+
+def card_params(info, repo_id: str) -> dict:
+    """The extraction params of a dataset card's `logit_lineage` entry, checked: a format
+    version this reader understands, version 3's rounding rule (the files' own metadata
+    key, which streamed rows do not carry), params shared by every shard."""
+    from logit_lineage.hub.card_file import CARD_KEY
+
     if not isinstance(info, dict) or "extraction" not in info:
         raise LineageError(f"dataset card of '{repo_id}' has no '{CARD_KEY}.extraction' params "
                            "(not a logit-lineage dataset? pass params=… to read it anyway)")
@@ -94,6 +103,9 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
     if version not in SUPPORTED_VERSIONS:
         raise LineageError(f"'{repo_id}' holds format version {version}, this reader understands "
                            + " or ".join(map(str, SUPPORTED_VERSIONS)))
+    if version == 3 and info.get("rounding") != ROUNDING_RULE:
+        raise LineageError(f"'{repo_id}' holds version-3 codes with rounding rule {info.get('rounding')!r}, this "
+                           f"reader decodes {ROUNDING_RULE!r} only (publish the shards again)")
     varying = set(info.get("params_varying_per_shard") or ()) & set(SHARED_PARAMS)
     if varying:
         raise LineageError(f"'{repo_id}': shards disagree on {sorted(varying)}")
