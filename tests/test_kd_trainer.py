@@ -174,6 +174,7 @@ def test_the_datasets_split_wins_and_a_disagreeing_one_is_refused(tiny, tmp_path
 
 DDP_RUN = """
 import json, sys
+from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 from logit_lineage.kd import CompressedLogitsDataset, KDTrainer
@@ -191,10 +192,11 @@ seen = sorted(int(i) for b in trainer.get_train_dataloader() for i in b["index"]
 before = trainer.evaluate()
 trainer.train()
 after = trainer.evaluate()
-print("RESULT", json.dumps({"rank": args.process_index, "world": args.world_size, "seen": seen,
+Path(out).mkdir(parents=True, exist_ok=True)
+Path(out, f"result-{args.process_index}.json").write_text(json.dumps({"rank": args.process_index, "world": args.world_size, "seen": seen,
                             "steps": trainer.state.global_step, "before": before["eval_kl_to_teacher"],
                             "after": after["eval_kl_to_teacher"], "tokens": after["eval_tokens"],
-                            "head": float(student.lm_head.weight.detach().double().sum())}), flush=True)
+                            "head": float(student.lm_head.weight.detach().double().sum())}))
 """
 
 
@@ -206,12 +208,12 @@ def test_two_process_launch_splits_by_the_datasets_own_split(tiny, tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_RUN)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), ",".join(map(str, tiny["train"])), str(tiny["held"]), str(tiny["root"] / "ids.json"),
          str(tmp_path / "out")], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = sorted((json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT")),
-                 key=lambda r: r["rank"])
+    # one file per process: two processes' lines on one stdout pipe can interleave
+    got = sorted((json.loads(p.read_text()) for p in (tmp_path / "out").glob("result-*.json")), key=lambda r: r["rank"])
     assert [(r["rank"], r["world"]) for r in got] == [(0, 2), (1, 2)]
     assert got[0]["seen"] == list(range(N_TRAIN // 2)) and got[1]["seen"] == list(range(N_TRAIN // 2, N_TRAIN))
     assert got[0]["steps"] == got[1]["steps"] == 2 * math.ceil(N_TRAIN / 2 / 4)

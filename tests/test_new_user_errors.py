@@ -74,7 +74,10 @@ def test_hub_id_offline_fails_fast(monkeypatch, empty_hub_cache):
 
 
 def test_hub_id_with_unreachable_endpoint_fails_fast(monkeypatch, empty_hub_cache):
+    from huggingface_hub import constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as read at import (make sets HF_HUB_OFFLINE=1)
     monkeypatch.setenv("HF_ENDPOINT", CLOSED_PORT)
     started = time.monotonic()
     with pytest.raises(LineageError, match=rf"network is off \({CLOSED_PORT} does not answer\)"):
