@@ -53,7 +53,13 @@ from transformers import Trainer
 from logit_lineage.common.errors import LineageError
 from logit_lineage.kd.dataset import collate
 from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hidden
-from logit_lineage.kd.losses import ESTIMATORS, KINDS, check_student_vocab, dense_kd_loss, hard_label_loss, kd_loss
+from logit_lineage.kd.losses import (
+    _check_args,
+    check_student_vocab,
+    dense_kd_loss,
+    hard_label_loss,
+    kd_loss,
+)
 from logit_lineage.kd.targets import SparseTargets
 
 log = logging.getLogger("logit_lineage")
@@ -144,12 +150,10 @@ class KDTrainer(Trainer):
                  estimator: str = "unbiased", temperature: float = 1.0, alpha: float = 1.0, teacher=None,
                  targets: str = "shards", eval_against: str = "auto", fused_head: bool = False,
                  pad_id: int | None = None, data_collator=None, **kwargs):
-        if kind not in KINDS:
-            raise LineageError(f"kind must be one of {KINDS}, got {kind!r}")
-        if estimator not in ESTIMATORS:
-            raise LineageError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if not temperature > 0:
-            raise LineageError(f"temperature must be > 0, got {temperature}")
+        try:
+            _check_args(kind, estimator, temperature, "sum")  # kd_loss's own checks, as one-line errors
+        except ValueError as exc:
+            raise LineageError(str(exc)) from None
         if not 0.0 <= alpha <= 1.0:
             raise LineageError(f"alpha must be in [0, 1], got {alpha}")
         if targets not in TARGETS:
