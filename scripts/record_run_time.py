@@ -26,7 +26,7 @@ from logit_lineage.common.run_times import jobs_from_log, run_time_phrase, sum_b
 @click.option("--log", "log_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="snakemake's output of the run.")
 @click.option("--wall-seconds", type=click.FloatRange(min=0), required=True, help="Wall time of the run.")
-@click.option("--machine", required=True, help="e.g. '2 CPU cores (AMD EPYC), no GPU'.")
+@click.option("--machine", required=True, help="e.g. '2 CPU cores (Intel Xeon), no GPU'.")
 @click.option("--load", required=True, help="e.g. 'loaded: load average 6-9, other work running'.")
 @click.option("--date", required=True, help="YYYY-MM-DD.")
 @click.option("--commit", required=True, help="Short commit id of the code that ran.")
