@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Dump the teacher's dense logits for a seeded sample of one shard's kept tokens.
+"""Dump the teacher's dense logits for a seeded sample of one shard's kept tokens, or
+with --all-tokens for every one of them (the student chain's dense targets, computed once).
 
 Draws --tokens assistant tokens uniformly (without replacement) from the
 tokens the extractor keeps in the shard (same tokenizer, chat template and
@@ -37,6 +38,9 @@ FIDELITY = schema_defaults("fidelity")
               help="Summary path, ending in .json.gz; the .safetensors and .metadata.json go beside it.")
 @click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=FIDELITY["tokens_per_shard"],
               show_default=True, help="Kept tokens to sample from the shard (all of them if it has fewer).")
+@click.option("--all-tokens", is_flag=True,
+              help="Dump every kept token of the shard (dense distillation targets), not a sample; --tokens "
+                   "and --seed are then unused.")
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
 @click.option("--stream", type=click.IntRange(min=0), default=0, show_default=True,
               help="Second seed component (the workflow passes the shard number).")
@@ -50,7 +54,7 @@ FIDELITY = schema_defaults("fidelity")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @main_guard
 def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, limit, exclude_think,
-         exclude_eot, eot_tokens, shard_path, output, n_tokens, seed, stream, store_dtype, token_budget,
+         exclude_eot, eot_tokens, shard_path, output, n_tokens, all_tokens, seed, stream, store_dtype, token_budget,
          max_batch_size, dtype, device, threads):
     dump_paths(output)  # refuse a bad output name before any work
     if threads:
@@ -60,6 +64,8 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         shard_path, teacher=teacher, revision=revision, chat_template=chat_template, dataset=dataset, split=split,
         dataset_config=dataset_config, messages_column=messages_column, limit=limit, exclude_think=exclude_think,
         exclude_eot=exclude_eot, eot_tokens=eot_tokens)
+    if all_tokens:
+        n_tokens = sum(len(r.kept) for r in rows)
     picks = sample_tokens(rows, n_tokens, seed, stream)
     log.info("%s: sampled %d of %d kept tokens from %d examples", shard_path, len(picks),
              sum(len(r.kept) for r in rows), len({p.row for p in picks}))
@@ -77,7 +83,7 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         for p, z in zip(picks, logits)
     ]
     info = {
-        "source": "teacher dense logits for sampled kept tokens",
+        "source": "teacher dense logits for " + ("every kept token" if all_tokens else "sampled kept tokens"),
         "alignment": "entry for token t is computed at position t-1",
         "teacher": teacher, "teacher_revision": revision, "dataset": dataset, "shard": str(shard_path),
         "tokens_requested": n_tokens, "seed": seed, "stream": stream,

@@ -11,14 +11,17 @@ prepare_student_data.py) in the seed's order, on the stored (assistant) position
 with one of four targets (--method):
 
 \b
-  dense       forward KL to the teacher's full distribution (teacher forward on the fly)
+  dense       forward KL to the teacher's full distribution (--dense dumps, or a teacher
+              forward on the fly without them)
   compressed  forward KL to the shards' records, unbiased estimator (logit_lineage.kd)
   topk        forward KL to the shards' nucleus renormalised, tail dropped
   sft         cross-entropy on the true tokens
 
-Then, on the held-out examples, the teacher's dense distributions are computed on the fly
-and the student's KL(teacher ‖ student), cross-entropy and top-1 agreement per stored token
-are measured. Writes --checkpoint (safetensors, config in its metadata) and --output (JSON,
+Then, on the held-out examples, the student's KL(teacher ‖ student), cross-entropy and top-1
+agreement per stored token are measured against the teacher's dense distributions: read from
+--dense (dense dumps of every kept token, dump_dense_logits.py --all-tokens: the teacher runs
+once for every seed and method) or, without it, computed on the fly. With --dense the
+learning curve (--curve-every) is the exact held-out KL too, not the shards' estimate. Writes --checkpoint (safetensors, config in its metadata) and --output (JSON,
 docs/STUDENT.md), which depend on the inputs alone (a rerun writes the same bytes), and with
 --timings a JSON of this run's wall times (loading, the training loop, the evaluation).
 """
@@ -42,6 +45,9 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Examples parquet from prepare_student_data.py.")
 @paths_option("--logits", "shards", required=True,
               help="Compressed logits shard, or @LIST: the shards listed in a file (repeatable).")
+@paths_option("--dense", "dense", required=False,
+              help="Dense dump summary (.json.gz) with every kept token's teacher logits, or @LIST (repeatable): "
+                   "the dense targets and the held-out reference, instead of a teacher forward.")
 @click.option("--format-label", default="main", show_default=True,
               help="Name of the shards' format variant in the table (student.formats; main = chain A's shards).")
 @click.option("--teacher", required=True, help="Hub id, local directory or .gguf of the teacher.")
@@ -68,8 +74,9 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Held-out KL (estimated from the shards) every N steps for the learning curve (0: off).")
 @click.option("--yardstick-batches", type=click.IntRange(min=0), default=DEFAULTS["yardstick_batches"],
               show_default=True,
-              help="Method dense only: gradient yardstick before and after training on the held-out examples cut "
-                   "into N batches (kd.gradient_yardstick: unbiased and topk against the dense teacher; 0: off).")
+              help="Gradient yardstick before and after training, on the held-out examples cut into N batches "
+                   "(kd.gradient_yardstick: this run's shards' target with the unbiased estimator, and for the main "
+                   "shards topk, against the dense teacher; 0: off).")
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Student safetensors to write.")
@@ -78,7 +85,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--timings", type=click.Path(dir_okay=False, path_type=Path),
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
-def main(method, seed, examples, shards, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
+def main(method, seed, examples, shards, dense, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
          weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
          curve_every, yardstick_batches, log_every, checkpoint, output, timings):
     import time
@@ -111,6 +118,14 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         torch.set_num_threads(threads)
     data = load_student_data(examples, list(shards))
     stored = storage(shards)
+    dense_logits = None
+    if dense:
+        from logit_lineage.kd.dense import DenseLogits
+
+        dense_logits = DenseLogits(list(dense))
+        if dense_logits.vocab_size < data.vocab_size:
+            raise LineageError(f"the dense dumps hold {dense_logits.vocab_size} logits per token, the shards "
+                               f"index {data.vocab_size} ids")
     model_teacher = load_teacher(teacher, revision=revision, dtype=teacher_dtype, device=device)
     dev = next(model_teacher.parameters()).device
     probe = torch.from_numpy(data.heldout[0]["input_ids"][:64]).to(dev)
@@ -127,6 +142,8 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
     pad_id = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else 0
     if init == "scratch":
         student = build_student(cfg, seed)
+    if dense_logits is not None:
+        model_teacher = None  # the student is built; the dumps are the teacher from here on
     if freeze_embeddings:
         for module in (student.get_input_embeddings(), student.get_output_embeddings()):
             module.requires_grad_(False)
@@ -139,7 +156,9 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
              "examples on %s", method, seed, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
              count_parameters(student), len(data.train), len(data.heldout), dev)
     yardstick = {}
-    yardstick_batches = yardstick_batches if method == "dense" else 0  # one per seed: the dense run's student
+    reference = dense_logits if dense_logits is not None else model_teacher  # the dense teacher
+    yardstick_batches = yardstick_batches if method == "compressed" else 0  # the run's own sparse target
+    estimators = ("unbiased", "topk") if format_label == "main" else ("unbiased",)
     if yardstick_batches:
         import numpy as np
 
@@ -153,16 +172,17 @@ def main(method, seed, examples, shards, format_label, teacher, revision, steps,
         yard_batches = [{k: (v.to(dev) if hasattr(v, "to") else v) for k, v in
                          collate([data.heldout[i] for i in part]).items()} for part in parts]
         student.to(dev)
-        yardstick["init"] = gradient_yardstick(student, model_teacher, yard_batches)
+        yardstick["init"] = gradient_yardstick(student, reference, yard_batches, estimators=estimators)
     loaded = time.perf_counter()
     result = train_student(student, data.train, order, method, settings, device=dev,
-                           teacher=model_teacher if method == "dense" else None, pad_id=pad_id,
+                           teacher=reference if method == "dense" or dense_logits is not None else None,
+                           pad_id=pad_id,
                            vocab_size=data.vocab_size, heldout=data.heldout, curve_every=curve_every,
                            eval_batch_size=eval_batch_size)
     if yardstick_batches:
-        yardstick["final"] = gradient_yardstick(student, model_teacher, yard_batches)
+        yardstick["final"] = gradient_yardstick(student, reference, yard_batches, estimators=estimators)
     eval_start = time.perf_counter()
-    held = evaluate_heldout(student, model_teacher, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
+    held = evaluate_heldout(student, reference, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
                             vocab_size=data.vocab_size, device=dev)
     eval_seconds = time.perf_counter() - eval_start
     save_student(student, checkpoint, method=method, seed=seed, steps=steps)

@@ -157,12 +157,12 @@ def test_records_are_aligned_with_the_teachers_rows(tiny):
     the record for token t sits at the row t−1 that `make_batch` gives the student."""
     data, teacher = tiny["data"], tiny["teacher"]
     batch = make_batch(data.train[:8], pad_id=0, vocab_size=VOCAB, device="cpu")
-    t = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
+    t = teacher_rows_logits(teacher, batch)
     targets = batch["targets"]
     assert float(method_loss("dense", t, targets, t)) == pytest.approx(0.0, abs=1e-6)
     assert abs(float(method_loss("compressed", t, targets))) < 1e-2  # tail sampling and quantization only
     # one row off, and the same records are far from the teacher
-    shifted = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"] - 1)
+    shifted = teacher_rows_logits(teacher, {**batch, "rows": batch["rows"] - 1})
     assert float(method_loss("compressed", shifted, targets)) > 0.5
 
 
@@ -170,7 +170,7 @@ def test_compressed_loss_estimates_the_dense_loss(tiny):
     data, teacher = tiny["data"], tiny["teacher"]
     student = build_student(student_config(teacher.config), 0)
     batch = make_batch(data.train, pad_id=0, vocab_size=VOCAB, device="cpu")
-    t = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
+    t = teacher_rows_logits(teacher, batch)
     with torch.no_grad():
         s = rows_logits(student, batch["input_ids"], batch["attention_mask"], batch["rows"])
     dense = float(method_loss("dense", s, batch["targets"], t))

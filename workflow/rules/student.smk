@@ -2,6 +2,10 @@
 # the format serves its purpose. Methods, split and metrics: docs/STUDENT.md.
 #
 #   {RESULTS}/student/examples.parquet                        train / held-out examples with token ids
+#   {RESULTS}/student/dense/shard-<N>.json.gz (+ .safetensors, .metadata.json)
+#                                                             the teacher's logits at every kept token,
+#                                                             computed once: dense targets and the held-out
+#                                                             reference of every run
 #   {RESULTS}/student/<method>/seed-<S>/model.safetensors     one student (config in its metadata)
 #   {RESULTS}/student/<method>/seed-<S>/eval.json             its training record and held-out metrics
 #   {RESULTS}/student/formats/<F>/logits/shard-<N>.parquet     the shards again in format variant F
@@ -36,6 +40,15 @@ STUDENT_TIMING_ARGS = " ".join(
     + expand(FORMAT_TIMINGS, **FORMAT_RUNS)
 )
 STUDENT_LOGITS_ARGS = f"--logits @{q(STUDENT_LOGITS)}"
+STUDENT_DENSE = f"{STUDENT_DIR}/dense/shard-{{shard}}.json.gz"
+STUDENT_DENSE_LIST = shard_list("student-dense", STUDENT_DENSE)
+STUDENT_DENSE_ARGS = f"--dense @{q(STUDENT_DENSE_LIST)}"
+# The gradient yardstick runs in the compressed runs of the first seed (its cost is three
+# backward passes per held-out batch, before and after training).
+YARDSTICK_ARGS = {
+    s: f"--yardstick-batches {STUDENT['yardstick_batches'] if s == min(STUDENT['seeds']) else 0}"
+    for s in STUDENT["seeds"]
+}
 FORMAT_LOGITS_ARGS = {f: f"--logits @{q(path)}" for f, path in FORMAT_LOGITS.items()}
 FORMAT_COMPRESS_ARGS = {f: compress_args(v) for f, v in FORMATS.items()}
 FORMAT_NAMES = "|".join(re.escape(f) for f in FORMATS) or "^$"
@@ -90,6 +103,27 @@ rule prepare_student_data:
         "python {params.script:q} {params.source} {params.logits} {params.split} --output {output:q} 2> {log:q}"
 
 
+use rule dump_dense_logits as dump_student_dense with:
+    output:
+        summary=STUDENT_DENSE,
+        tensors=f"{STUDENT_DIR}/dense/shard-{{shard}}.safetensors",
+        metadata=f"{STUDENT_DIR}/dense/shard-{{shard}}.metadata.json",
+    log:
+        logs(f"student/dump_student_dense/shard-{{shard}}.log"),
+    benchmark:
+        benchmarks(f"student/dump_student_dense/shard-{{shard}}.tsv")
+    wildcard_constraints:
+        shard=r"\d+",
+    resources:
+        mem_mb=STUDENT["dense_mem_mb"],
+        runtime=STUDENT["dense_runtime"],
+    params:
+        script=rules.dump_dense_logits.params.script,
+        source=rules.dump_dense_logits.params.source,
+        sample=f"--all-tokens --store-dtype {STUDENT['dense_dtype']}",
+        runtime=rules.dump_dense_logits.params.runtime,
+
+
 rule train_student:
     """One student: one method, one seed; held-out KL / CE / top-1 against the teacher (GPU rule)."""
     input:
@@ -98,6 +132,7 @@ rule train_student:
         # logits list once per file of it (quadratic in the shard count).
         examples=str(rules.prepare_student_data.output[0]),
         logits=STUDENT_LOGITS,
+        dense=STUDENT_DENSE_LIST,
         teacher=TEACHER_INPUT,
     output:
         checkpoint=f"{STUDENT_DIR}/{STUDENT_RUN}/model.safetensors",
@@ -125,8 +160,10 @@ rule train_student:
             f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
             f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
             f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']} "
-            f"--curve-every {STUDENT['curve_every']} --yardstick-batches {STUDENT['yardstick_batches']}"
+            f"--curve-every {STUDENT['curve_every']}"
         ),
+        yardstick=lambda wildcards: YARDSTICK_ARGS[int(wildcards.seed)],
+        dense=STUDENT_DENSE_ARGS,
         model=(
             f"--init {STUDENT['init']} "
             + ("--freeze-embeddings " if STUDENT["freeze_embeddings"] else "")
@@ -136,7 +173,8 @@ rule train_student:
         device=STUDENT["device"],
     shell:
         "python {params.script:q} --method {wildcards.method:q} --seed {wildcards.seed:q} "
-        "--examples {input.examples:q} {params.logits} {params.label} {params.teacher} {params.training} {params.model} "
+        "--examples {input.examples:q} {params.logits} {params.dense} {params.label} {params.teacher} "
+        "{params.training} {params.yardstick} {params.model} "
         "--device {params.device:q} --threads {threads} "
         "--checkpoint {output.checkpoint:q} --output {output.eval:q} --timings {output.timings:q} "
         "2> {log:q}"
@@ -166,6 +204,7 @@ use rule train_student as train_student_format with:
         **code("train_student.py"),
         examples=str(rules.prepare_student_data.output[0]),
         logits=lambda wildcards: FORMAT_LOGITS[wildcards.fmt],
+        dense=STUDENT_DENSE_LIST,
         teacher=TEACHER_INPUT,
     output:
         checkpoint=f"{STUDENT_DIR}/{FORMAT_RUN}/model.safetensors",
@@ -185,6 +224,8 @@ use rule train_student as train_student_format with:
         teacher=rules.train_student.params.teacher,
         logits=lambda wildcards: FORMAT_LOGITS_ARGS[wildcards.fmt],
         training=rules.train_student.params.training,
+        yardstick=rules.train_student.params.yardstick,
+        dense=rules.train_student.params.dense,
         model=rules.train_student.params.model,
         device=rules.train_student.params.device,
 

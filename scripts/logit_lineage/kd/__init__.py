@@ -6,6 +6,7 @@ and the tokenizer fingerprint check. docs/KD.md shows how training code uses the
 imported on first use, so `import logit_lineage.kd` does not import transformers."""
 from logit_lineage.formats.fingerprints import chat_template_fingerprint, check_student_tokenizer, tokenizer_fingerprint
 from logit_lineage.kd.dataset import CompressedLogitsDataset, collate, conversation_input_ids
+from logit_lineage.kd.dense import DenseLogits
 from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hidden
 from logit_lineage.kd.losses import dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.online import compressed_records, shard_params, sparse_targets
@@ -26,6 +27,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CompressedLogitsDataset",
+    "DenseLogits",
     "KDDataCollator",
     "KDTrainer",
     "SparseTargets",

@@ -9,7 +9,8 @@ trains with
 
 per stored (assistant) token, where KD is `kd_loss(kind, estimator, temperature)` against the
 shards' sparse targets (or, with `teacher=` and `targets="teacher"`, `dense_kd_loss` against a
-dense teacher run on the fly), and CE is the cross-entropy on the true tokens
+dense teacher: a model run on the fly, or its logits dumped once, `kd.dense.DenseLogits`),
+and CE is the cross-entropy on the true tokens
 (`hard_label_loss`). What plain `Trainer` needs by hand, `KDTrainer` does itself: it keeps
 the batch's extra keys (no `remove_unused_columns=False`), sets `max_steps` from the local
 shards' row count (a streamed dataset has no length: give `max_steps`), moves
@@ -52,6 +53,7 @@ from transformers import Trainer
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.kd.dataset import collate
+from logit_lineage.kd.dense import DenseLogits
 from logit_lineage.kd.fused import hard_label_loss_from_hidden, kd_loss_from_hidden
 from logit_lineage.kd.losses import (
     _check_args,
@@ -137,7 +139,8 @@ class KDTrainer(Trainer):
     "topk" (docs/KD.md, "Estimators"); temperature: T (the KD term is scaled by T²); alpha:
     weight of the KD term, 1 − alpha of the CE on the true tokens (alpha 0 is plain SFT on
     the stored tokens). teacher: an optional dense teacher (a causal LM with the shards'
-    tokenizer), used for evaluation and, with targets="teacher", for the KD term too.
+    tokenizer) or its logits computed once (`DenseLogits` over dense dumps), used for evaluation
+    and, with targets="teacher", for the KD term too.
     fused_head: compute the KD and CE terms from the last hidden states and the output head's
     weight with `logit_lineage.kd.fused.kd_loss_from_hidden` (no [tokens, V] logits).
     eval_against: "auto" (the teacher when given, else the shards), "shards" (the unbiased
@@ -172,7 +175,9 @@ class KDTrainer(Trainer):
         for ds in (train_dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset])):
             if ds is not None and getattr(ds, "vocab_size", None) is not None:
                 teacher_vocab = max(teacher_vocab or 0, int(ds.vocab_size))
-        if teacher is not None:
+        if isinstance(teacher, DenseLogits):
+            teacher_vocab = max(teacher_vocab or 0, teacher.vocab_size)
+        elif teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher_vocab = max(teacher_vocab or 0, student_vocab_size(teacher))
         self.student_vocab = check_vocab(model, teacher_vocab)
@@ -187,7 +192,7 @@ class KDTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the accumulated step's token count
-        if teacher is not None:
+        if teacher is not None and not isinstance(teacher, DenseLogits):
             teacher.to(self.args.device)
         self._rows_ok: bool | None = None  # does head(last hidden state) give the model's logits?
         self._accepts_keep = "logits_to_keep" in inspect.signature(
@@ -329,6 +334,8 @@ class KDTrainer(Trainer):
         from logit_lineage.distill.teacher import decoder_hidden, head_logits
 
         ids, targets = batch["input_ids"], batch["targets"]
+        if isinstance(self.teacher, DenseLogits):
+            return self.teacher.rows(batch["index"], targets)
         b, t = targets.student_index(ids.shape[1])
         hidden = decoder_hidden(self.teacher, ids, batch["attention_mask"])
         return head_logits(self.teacher, hidden[b, t])

@@ -44,7 +44,11 @@ def _student_rows(model, batch) -> torch.Tensor:
 def _teacher_rows(teacher, batch) -> torch.Tensor:
     from logit_lineage.distill.teacher import decoder_hidden, head_logits
 
+    from logit_lineage.kd.dense import DenseLogits
+
     targets = batch["targets"]
+    if isinstance(teacher, DenseLogits):
+        return teacher.rows(batch["index"], targets)
     b, t = targets.student_index(batch["input_ids"].shape[1])
     return head_logits(teacher, decoder_hidden(teacher, batch["input_ids"], batch["attention_mask"])[b, t])
 
@@ -52,7 +56,8 @@ def _teacher_rows(teacher, batch) -> torch.Tensor:
 def gradient_yardstick(model, teacher, batches, *, estimators=("unbiased", "topk"), kind: str = "forward_kl",
                        temperature: float = 1.0) -> dict[str, dict]:
     """{estimator: {cosine, relative_bias, relative_bias_se, excess_variance, batches}} over
-    `batches` (dicts from `KDDataCollator`, on the model's device). The model is left as it
+    `batches` (dicts from `KDDataCollator`, on the model's device). `teacher`: a causal LM run
+    on each batch, or its dumped logits (`kd.dense.DenseLogits`). The model is left as it
     was (gradients cleared)."""
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training

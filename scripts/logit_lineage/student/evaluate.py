@@ -24,7 +24,7 @@ def evaluate_heldout(student, teacher, items: list[dict], *, batch_size: int, pa
     tokens = 0
     for a in range(0, len(items), batch_size):
         batch = make_batch(items[a : a + batch_size], pad_id=pad_id, vocab_size=vocab_size, device=device)
-        t = teacher_rows_logits(teacher, batch["input_ids"], batch["attention_mask"], batch["rows"])
+        t = teacher_rows_logits(teacher, batch)
         s = rows_logits(student, batch["input_ids"], batch["attention_mask"], batch["rows"])
         if s.shape != t.shape:
             raise LineageError(f"student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} differ in shape")

@@ -9,7 +9,8 @@ from logit_lineage.common.errors import LineageError
 
 
 def make_batch(items: list[dict], *, pad_id: int, vocab_size: int | None, device) -> dict:
-    """Padded input ids, attention mask, SparseTargets and the student rows, on `device`."""
+    """Example indices, padded input ids, attention mask, SparseTargets and the student rows,
+    on `device`."""
     from logit_lineage.kd.dataset import collate
 
     batch = collate(items, pad_id=pad_id, vocab_size=vocab_size)
@@ -18,6 +19,7 @@ def make_batch(items: list[dict], *, pad_id: int, vocab_size: int | None, device
     targets = batch["targets"]
     rows = targets.student_rows(batch["input_ids"].shape[1])
     return {
+        "index": batch["index"],
         "input_ids": batch["input_ids"].to(device),
         "attention_mask": batch["attention_mask"].to(device),
         "targets": targets.to(device),
@@ -32,10 +34,14 @@ def rows_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, ro
 
 
 @torch.no_grad()
-def teacher_rows_logits(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        rows: torch.Tensor) -> torch.Tensor:
-    """The teacher's logits [N, V] (float32) at flat rows, exactly as its forward computes them."""
+def teacher_rows_logits(teacher, batch: dict) -> torch.Tensor:
+    """The teacher's logits [N, V] (float32) at the batch's student rows, exactly as its forward
+    computes them, or read from its dense dumps (`kd.dense.DenseLogits`)."""
     from logit_lineage.distill.teacher import decoder_hidden, head_logits
+    from logit_lineage.kd.dense import DenseLogits
 
+    if isinstance(teacher, DenseLogits):
+        return teacher.rows(batch["index"], batch["targets"])
+    input_ids, attention_mask, rows = batch["input_ids"], batch["attention_mask"], batch["rows"]
     hidden = decoder_hidden(teacher, input_ids, attention_mask)
     return head_logits(teacher, hidden.reshape(-1, hidden.shape[-1])[rows])

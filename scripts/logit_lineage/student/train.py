@@ -99,14 +99,18 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
     """Train `model` in place on `items` in `order` ([steps, batch_size] positions), through
     `logit_lineage.kd.KDTrainer` (a `transformers.Trainer`): the users' training path.
 
-    With `heldout` and curve_every > 0, the learning curve: the held-out KL estimated from
-    the shards' records (unbiased; the same estimate for every method, no teacher forward)
-    before training, every curve_every steps and after the last step."""
+    `teacher`: the dense teacher, a model or its dumped logits (`kd.dense.DenseLogits`);
+    method dense trains on it. With `heldout` and curve_every > 0, the learning curve: the
+    held-out KL before training, every curve_every steps and after the last step; exact
+    against the dumped logits when `teacher` is a `DenseLogits` (every method), else
+    estimated from the shards' records (unbiased; the same estimate for every method, no
+    teacher forward)."""
     import tempfile
 
     from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from logit_lineage.kd.dense import DenseLogits
     from logit_lineage.kd.trainer import KDDataCollator, KDTrainer, as_ordered_dataset
 
     if method not in METHODS:
@@ -129,10 +133,15 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
             dataloader_num_workers=0, dataloader_pin_memory=False, per_device_eval_batch_size=eval_batch_size,
             **({"eval_strategy": "steps", "eval_steps": curve_every} if heldout and curve_every > 0 else {}),
         )
+        dumped = isinstance(teacher, DenseLogits)
+        kwargs = method_trainer_args(method, teacher)
+        if dumped:
+            kwargs["teacher"] = teacher  # the exact held-out KL for every method's curve
         trainer = KDTrainer(model=model, args=args, train_dataset=as_ordered_dataset(items, order),
-                            eval_dataset=heldout if heldout and curve_every > 0 else None, eval_against="shards",
+                            eval_dataset=heldout if heldout and curve_every > 0 else None,
+                            eval_against="teacher" if dumped else "shards",
                             data_collator=KDDataCollator(vocab_size, pad_id=pad_id, labels=False),
-                            optimizers=(opt, sched), **method_trainer_args(method, teacher))
+                            optimizers=(opt, sched), **kwargs)
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
         curve = {}
@@ -154,7 +163,7 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
     picked = [items[int(i)] for i in order.reshape(-1)]
     tokens = sum(len(it["positions"]) for it in picked)
     teacher_tokens = 0
-    if method == "dense":  # the padded batches the teacher ran on: the cost the shards save
+    if method == "dense" and not dumped:  # the padded batches the teacher ran on: the cost the shards save
         teacher_tokens = sum(settings.batch_size * max(len(items[int(i)]["input_ids"]) for i in row) for row in order)
     tail = losses[-max(1, len(losses) // 10):]
     return TrainResult(steps=settings.steps, tokens=tokens, examples=len(picked), teacher_tokens=teacher_tokens,
