@@ -5,8 +5,11 @@ Reads the evaluation JSONs of train_student.py (one per method and seed) and wri
   --table    CSV, one row per method and seed: held-out KL to the teacher, CE, top-1
              agreement, training time, steps, tokens (docs/STUDENT.md);
   --summary  JSON: per method the mean ± std over seeds, the gap closed,
-             (KL_sft − KL_method) / (KL_sft − KL_dense), and whether the goal is met
-             (compressed closes ≥ 90 % of the gap and is no worse than topk);
+             (KL_sft − KL_method) / (KL_sft − KL_dense), every method and format variant
+             against dense paired by seed (KL difference ± standard error, z), and whether
+             the goal is met (sft and topk each differ from dense by more than 3 paired
+             standard errors; compressed, on main and on every format variant, closes
+             ≥ 95 % of the gap and is within 3 paired standard errors of dense);
   --plot     PNG: KL to the teacher and CE per method, each seed a dot, mean ± std;
   --timings  CSV (with --timing, one timings JSON of train_student.py per evaluation): the
              wall seconds of each run's training loop, evaluation and loading.

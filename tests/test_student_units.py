@@ -4,6 +4,7 @@ loop, its files and the table."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from logit_lineage.student.model import (
     state_sha256,
     student_config,
 )
-from logit_lineage.student.table import summarize, table_rows
+from logit_lineage.student.table import summarize, summary_lines, table_rows
 from logit_lineage.student.train import TrainSettings, method_loss, train_student
 
 VOCAB = 64
@@ -237,14 +238,17 @@ def test_checkpoint_round_trip_and_refusal(tiny, tmp_path):
         read_student_metadata(other)
 
 
-def _record(method, seed, kl, init="i", order="o"):
-    return {"format": "logit-lineage-student-eval", "format_version": 1, "method": method, "seed": seed,
-            "checkpoint": f"{method}/{seed}", "student": {"parameters": 10},
-            "training": {"steps": 5, "tokens": 50, "teacher_forward_tokens": 80 if method == "dense" else 0,
-                         "final_loss": 0.1,
-                         "data_order_sha256": order, "init_sha256": init},
-            "heldout": {"examples": 3, "tokens": 30, "kl_to_teacher": kl, "ce": 1.0 + kl, "top1_agree": 0.5,
-                        "teacher_ce": 1.0, "teacher_entropy": 1.1}}
+def _record(method, seed, kl, init="i", order="o", top1=0.5, shards=None):
+    rec = {"format": "logit-lineage-student-eval", "format_version": 1, "method": method, "seed": seed,
+           "checkpoint": f"{method}/{seed}", "student": {"parameters": 10},
+           "training": {"steps": 5, "tokens": 50, "teacher_forward_tokens": 80 if method == "dense" else 0,
+                        "final_loss": 0.1,
+                        "data_order_sha256": order, "init_sha256": init},
+           "heldout": {"examples": 3, "tokens": 30, "kl_to_teacher": kl, "ce": 1.0 + kl, "top1_agree": top1,
+                       "teacher_ce": 1.0, "teacher_entropy": 1.1}}
+    if shards is not None:
+        rec["shards"] = shards
+    return rec
 
 
 def test_summary_gap_closed_and_pairing():
@@ -261,13 +265,139 @@ def test_summary_gap_closed_and_pairing():
     assert summary["gap_closed"]["compressed"] == pytest.approx((0.31 - 0.12) / (0.31 - 0.11))
     assert summary["gap_closed"]["topk"] == pytest.approx((0.31 - 0.16) / (0.31 - 0.11))
     assert summary["gap_closed_per_seed"]["compressed"]["values"] == pytest.approx([0.95, 0.95])
-    assert summary["goal"] == {"gap_closed_min": 0.9, "compressed_gap_closed": pytest.approx(0.95),
-                               "compressed_closes_gap": True, "compressed_no_worse_than_topk": True, "met": True}
+    goal = summary["goal"]
+    assert goal["gap_closed_min"] == 0.95 and goal["power_z"] == 3.0
+    assert goal["compressed_gap_closed"] == pytest.approx(0.95)
+    # compressed is 0.01 above dense on both seeds: a difference the seeds show (z huge), so not close
+    assert summary["versus_dense"]["compressed"]["values"] == pytest.approx([0.01, 0.01])
+    assert goal["power"] == {"sft": True, "topk": True, "met": True}
+    assert goal["close"]["compressed"]["indistinguishable"] is False and goal["met"] is False
     json.dumps(summary)
     # runs of one seed that started differently are not a paired comparison
     records[0] = ("x", _record("sft", 1, 0.3, init="other", order="order1"))
     with pytest.raises(LineageError, match="seed 1: runs differ in init_sha256"):
         table_rows(records)
+
+
+# Three seeds; dense's KL spreads widely between seeds, the paired differences hardly at all.
+DENSE = (0.10, 0.20, 0.30)
+SEEDS = (1, 2, 3)
+
+
+def _runs(offsets, top1=None):
+    """Eval records of every method (and the compressed format variant "v3") at dense + offset."""
+    records = []
+    for key, delta in offsets.items():
+        method, _, fmt = key.partition("/")
+        shards = None if method in ("dense", "sft") else {"label": fmt or "main",
+                                                           "bytes_per_token": 30.0 if fmt else 100.0}
+        for i, s in enumerate(SEEDS):
+            t1 = (top1 or {}).get(key, (0.5, 0.5, 0.5))[i]
+            records.append((f"{key}{s}", _record(method, s, DENSE[i] + delta[i], init=f"init{s}", order=f"o{s}",
+                                                 top1=t1, shards=shards)))
+    return records
+
+
+def test_summary_versus_dense_power_and_close():
+    offsets = {"dense": (0.0, 0.0, 0.0), "compressed": (0.01, -0.01, 0.03), "compressed/v3": (0.02, 0.0, 0.04),
+               "topk": (0.10, 0.12, 0.08), "sft": (1.00, 1.02, 0.98)}
+    top1 = {"sft": (0.40, 0.41, 0.42)}
+    summary = summarize(table_rows(_runs(offsets, top1)))
+    versus = summary["versus_dense"]
+    assert list(versus) == ["compressed", "compressed/v3", "topk", "sft"]  # the table's order
+    se = 0.02 / math.sqrt(3)  # every group's per-seed differences: mean ± 0.02 (sample std 0.02)
+    # KL seed means: dense 0.2, sft 1.2, so the gap is 1.0
+    expected = {"compressed": (0.01, 0.99, 100.0), "compressed/v3": (0.02, 0.98, 30.0),
+                "topk": (0.10, 0.90, 100.0), "sft": (1.00, 0.0, None)}
+    for key, (mean, gap, size) in expected.items():
+        e = versus[key]
+        assert e["values"] == pytest.approx(list(offsets[key]))
+        assert e["seeds"] == [1, 2, 3] and e["n_seeds"] == 3 and e["note"] is None
+        assert e["mean"] == pytest.approx(mean) and e["se"] == pytest.approx(se)
+        assert e["z"] == pytest.approx(mean / se) and e["gap_closed"] == pytest.approx(gap, abs=1e-12)
+        assert e["bytes_per_token"] == size
+        assert e["ce_delta"]["mean"] == pytest.approx(mean) and e["ce_delta"]["se"] == pytest.approx(se)  # ce = 1 + kl
+    assert versus["compressed"]["z"] == pytest.approx(0.866, abs=1e-3)
+    assert versus["topk"]["z"] == pytest.approx(8.660, abs=1e-3) and versus["sft"]["z"] == pytest.approx(86.60, abs=1e-2)
+    assert versus["sft"]["top1_delta"] == {"mean": pytest.approx(-0.09), "se": pytest.approx(0.01 / math.sqrt(3))}
+    assert versus["topk"]["top1_delta"] == {"mean": 0.0, "se": 0.0}
+    goal = summary["goal"]
+    assert goal["gap_closed_min"] == 0.95 and goal["power_z"] == 3.0
+    assert goal["compressed_gap_closed"] == pytest.approx(0.99)
+    assert goal["power"] == {"sft": True, "topk": True, "met": True}
+    assert goal["close"] == {
+        "compressed": {"gap_closed": pytest.approx(0.99), "z": pytest.approx(0.866, abs=1e-3), "closes_gap": True,
+                       "indistinguishable": True, "met": True},
+        "compressed/v3": {"gap_closed": pytest.approx(0.98), "z": pytest.approx(1.732, abs=1e-3),
+                          "closes_gap": True, "indistinguishable": True, "met": True}}
+    assert goal["met"] is True
+    json.dumps(summary, allow_nan=False)
+    lines = summary_lines(summary)
+    assert ("compressed vs dense: Δ KL +0.0100 ± 0.0115 (paired SE, 3 seeds), z +0.866, gap closed 99.0 %, "
+            "100.0 B/token") in lines
+    assert "sft vs dense: Δ KL +1.0000 ± 0.0115 (paired SE, 3 seeds), z +86.6, gap closed 0.0 %" in lines
+    assert "power (differs from dense by > 3 paired SE): sft met, topk met; met" in lines
+    assert ("close: compressed/v3 closes ≥ 95 % of the gap (98.0 %) and is within 3 paired SE of dense: met"
+            in lines)
+    assert lines[-1] == "goal (power, and every compressed group close): met"
+
+    # topk within noise of dense: the benchmark cannot tell it apart, the power is not there
+    offsets["topk"] = (0.05, -0.05, 0.09)  # mean 0.03, sample std sqrt(0.0104 / 2)
+    summary = summarize(table_rows(_runs(offsets)))
+    assert summary["versus_dense"]["topk"]["z"] == pytest.approx(0.03 / (math.sqrt(0.0052) / math.sqrt(3)))
+    assert summary["versus_dense"]["topk"]["z"] == pytest.approx(0.7206, abs=1e-4)
+    goal = summary["goal"]
+    assert goal["power"] == {"sft": True, "topk": False, "met": False}
+    assert goal["close"]["compressed"]["met"] is True and goal["met"] is False
+    lines = summary_lines(summary)
+    assert "power (differs from dense by > 3 paired SE): sft met, topk NOT met; NOT met" in lines
+    assert lines[-1] == "goal (power, and every compressed group close): NOT met"
+
+    # a variant that closes the gap but sits 0.04 ± 0.0115 above dense (z 3.46): seen, so not close
+    offsets["topk"], offsets["compressed/v3"] = (0.10, 0.12, 0.08), (0.04, 0.02, 0.06)
+    close = summarize(table_rows(_runs(offsets)))["goal"]["close"]["compressed/v3"]
+    assert close == {"gap_closed": pytest.approx(0.96), "z": pytest.approx(0.04 / se), "closes_gap": True,
+                     "indistinguishable": False, "met": False}
+
+    # a variant within noise that does not close 95 % of the gap is not close either
+    offsets["compressed/v3"] = (0.02, 0.12, 0.04)  # mean 0.06, gap closed 0.94, sample std sqrt(0.0028)
+    close = summarize(table_rows(_runs(offsets)))["goal"]["close"]["compressed/v3"]
+    assert close["gap_closed"] == pytest.approx(0.94) and close["closes_gap"] is False
+    assert close["z"] == pytest.approx(0.06 / (math.sqrt(0.0028) / math.sqrt(3)))
+    assert close["z"] == pytest.approx(1.964, abs=1e-3)
+    assert close["indistinguishable"] is True and close["met"] is False
+
+
+def test_summary_versus_dense_zero_spread_and_missing_runs():
+    # binary fractions: the differences are exact, so their spread is exactly 0
+    exact = {"dense": (0.5, 0.25, 0.75), "compressed": (0.5, 0.25, 0.75), "topk": (0.75, 0.5, 1.0),
+             "sft": (1.0, 0.75, 1.25)}
+    records = [(f"{m}{s}", _record(m, s, exact[m][i], init=f"init{s}", order=f"o{s}"))
+               for m in exact for i, s in enumerate(SEEDS)]
+    summary = summarize(table_rows(records))
+    versus = summary["versus_dense"]
+    assert versus["compressed"]["mean"] == 0.0 and versus["compressed"]["se"] == 0.0
+    assert versus["compressed"]["z"] is None and "identical to dense" in versus["compressed"]["note"]
+    assert versus["sft"]["mean"] == 0.5 and versus["sft"]["z"] is None and "infinite" in versus["sft"]["note"]
+    goal = summary["goal"]
+    assert goal["power"] == {"sft": True, "topk": True, "met": True}  # the same difference every seed: |z| = inf
+    assert goal["close"]["compressed"] == {"gap_closed": 1.0, "z": None, "closes_gap": True,
+                                           "indistinguishable": True, "met": True}
+    assert goal["met"] is True
+    json.dumps(summary, allow_nan=False)  # valid JSON: no infinity written
+    lines = summary_lines(summary)
+    assert any(line.startswith("sft vs dense:") and "z +∞ (se 0)" in line for line in lines)
+    assert any(line.startswith("compressed vs dense:") and "z 0 (identical on every seed)" in line for line in lines)
+
+    # one seed: no standard error, nothing decided
+    one = summarize(table_rows([r for r in records if r[1]["seed"] == 1]))
+    assert one["versus_dense"]["topk"]["se"] is None and one["versus_dense"]["topk"]["z"] is None
+    assert one["goal"]["power"] == {"sft": None, "topk": None, "met": None} and one["goal"]["met"] is None
+    assert summary_lines(one)[-1] == "goal (power, and every compressed group close): undecided"
+    # without dense: no group to compare, the goal is undecided
+    summary = summarize(table_rows([r for r in records if r[1]["method"] != "dense"]))
+    assert summary["versus_dense"] == {} and summary["goal"]["met"] is None
+    assert summary["goal"]["close"]["compressed"]["met"] is None
 
 
 def test_timings_table():

@@ -23,15 +23,43 @@ teacher), and the training steps per second.
                           "sampled_n", "<metric>_mean", "<metric>_std", "kl_delta_vs_main":
                           {"mean", "std", "values"} (paired by seed), "within_main_spread"}}
                 (method compressed on main, chain A's shards, and on each student.formats variant),
-     "goal": {"gap_closed_min": 0.9, "compressed_gap_closed", "compressed_closes_gap",
-              "compressed_no_worse_than_topk", "met"},
+     "versus_dense": {group: {"mean", "se", "z", "values", "seeds", "n_seeds", "note", "gap_closed",
+                              "bytes_per_token", "ce_delta": {"mean", "se"},
+                              "top1_delta": {"mean", "se"}}},
+     "goal": {"gap_closed_min": 0.95, "power_z": 3.0, "compressed_gap_closed",
+              "power": {"sft", "topk", "met"},
+              "close": {group: {"gap_closed", "z", "closes_gap", "indistinguishable", "met"}},
+              "met"},
      "heldout": {"examples", "tokens"}, "teacher": {"ce", "entropy"}}
 std is the sample standard deviation over seeds (0 with one seed).
+
+`versus_dense`: every run group but dense on main, a group being a method on main (keyed by
+the method: "compressed", "topk", "sft") or a method on a format variant ("compressed/<F>"),
+against dense on main, paired by seed (the seeds both ran; a group without one is left out).
+`values`: per seed, the group's KL to the teacher minus dense's (positive: further from the
+teacher than dense); `mean` their mean, `se` their sample std / sqrt(n_seeds), the paired
+standard error (null with one seed), `z` = mean / se. With se 0, z is null (JSON has no
+infinity) and `note` says which: every difference 0 (identical to dense: |z| counts as 0) or
+one nonzero difference on every seed (|z| counts as infinite); otherwise `note` is null.
+`gap_closed`: (KL_sft − KL_group) / (KL_sft − KL_dense) from the seed means of main's sft and
+dense and the group's own runs (null without both baselines); `bytes_per_token` as in the
+table; `ce_delta`, `top1_delta`: the same paired mean and standard error for CE and top-1
+agreement.
+
+`goal`: can the benchmark tell the targets apart, and is the compressed one as good as the
+dense teacher at that resolution? `power`: sft and topk each differ from dense by more than
+POWER_Z paired standard errors (|z| > POWER_Z), per method, and `met` for both (null when
+dense or the method is missing or has one seed). `close`: for compressed on main and on every
+format variant, `closes_gap` (gap_closed ≥ GAP_CLOSED_MIN) and `indistinguishable` (|z| ≤
+POWER_Z: no difference from dense that this many seeds would show), `met` for both.
+The goal's `met`: power met and every close group met; null when something it needs is
+missing. `compressed_gap_closed` repeats gap_closed["compressed"].
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -50,8 +78,19 @@ TIMING_COLUMNS = ("method", "format", "seed", "train_seconds", "steps_per_second
                   "device")
 SUMMARY_METRICS = ("kl_to_teacher", "ce", "top1_agree")
 SUMMARY_FORMAT = "logit-lineage-student-summary"
-GAP_CLOSED_MIN = 0.9
+GAP_CLOSED_MIN = 0.95  # of the sft → dense gap that compressed must close
+POWER_Z = 3.0  # paired standard errors that tell two targets apart
 MAIN = "main"  # chain A's shards; other formats are student.formats' variants
+
+
+def group_key(method: str, fmt: str) -> str:
+    """A run group's name: the method on main, `method/format` on a format variant."""
+    return method if fmt == MAIN else f"{method}/{fmt}"
+
+
+def _row_order(r: dict) -> tuple:
+    """The table's order: METHODS, main first, then formats by bytes per token (largest first), seed."""
+    return METHODS.index(r["method"]), r["format"] != MAIN, -(r["bytes_per_token"] or 0.0), r["format"], r["seed"]
 
 
 def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
@@ -90,8 +129,7 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
     if not rows:
         raise LineageError("no evaluation files to tabulate")
     _check_pairing(rows)
-    rows.sort(key=lambda r: (METHODS.index(r["method"]), r["format"] != MAIN, -(r["bytes_per_token"] or 0.0),
-                             r["format"], r["seed"]))
+    rows.sort(key=_row_order)
     return rows
 
 
@@ -154,6 +192,98 @@ def _formats(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _paired(diffs: list[float]) -> dict[str, float | None]:
+    """Mean of per-seed differences and its paired standard error, sample std / sqrt(n)
+    (None with one seed)."""
+    n = len(diffs)
+    return {"mean": statistics.fmean(diffs), "se": statistics.stdev(diffs) / math.sqrt(n) if n > 1 else None}
+
+
+def _z(mean: float, se: float | None) -> tuple[float | None, str | None]:
+    """z = mean / se and a note where it is null (JSON has no infinity)."""
+    if se is None:
+        return None, "one seed: no standard error"
+    if se > 0:
+        return mean / se, None
+    if mean == 0:
+        return None, "identical to dense on every seed (se 0): |z| counts as 0"
+    return None, "the same nonzero difference on every seed (se 0): |z| counts as infinite"
+
+
+def abs_z(entry: dict | None) -> float | None:
+    """|z| of a versus_dense entry, se 0 read as its note says (0 or infinity); None without
+    the entry or with one seed."""
+    if entry is None or entry["se"] is None:
+        return None
+    if entry["z"] is not None:
+        return abs(entry["z"])
+    return 0.0 if entry["mean"] == 0 else math.inf
+
+
+def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Every run group but dense on main, in the table's order, with its runs."""
+    groups = defaultdict(list)
+    for r in sorted(rows, key=_row_order):
+        if (r["method"], r["format"]) != ("dense", MAIN):
+            groups[group_key(r["method"], r["format"])].append(r)
+    return groups
+
+
+def _versus_dense(groups: dict[str, list[dict]], rows: list[dict], kl: dict[str, float]) -> dict[str, Any]:
+    """Each group against dense on main, seed by seed; `kl`: main's KL seed means per method."""
+    dense = {r["seed"]: r for r in rows if (r["method"], r["format"]) == ("dense", MAIN)}
+    out = {}
+    for key, members in groups.items():
+        paired = [m for m in members if m["seed"] in dense]
+        if not paired:
+            continue
+        delta = {metric: [m[metric] - dense[m["seed"]][metric] for m in paired] for metric in SUMMARY_METRICS}
+        entry = _paired(delta["kl_to_teacher"])
+        entry["z"], entry["note"] = _z(entry["mean"], entry["se"])
+        own = statistics.fmean(m["kl_to_teacher"] for m in members)
+        out[key] = {**entry, "values": delta["kl_to_teacher"], "seeds": [m["seed"] for m in paired],
+                    "n_seeds": len(paired), "gap_closed": _gap({**kl, key: own}, key),
+                    "bytes_per_token": members[0]["bytes_per_token"],
+                    "ce_delta": _paired(delta["ce"]), "top1_delta": _paired(delta["top1_agree"])}
+    return out
+
+
+def _all(values) -> bool | None:
+    """True when every value is, None when any is unknown."""
+    values = list(values)
+    return None if any(v is None for v in values) else all(values)
+
+
+def _close(entry: dict | None) -> dict[str, Any]:
+    """A compressed group against dense: closes the gap and no difference that the seeds show."""
+    gap = None if entry is None else entry["gap_closed"]
+    z = abs_z(entry)
+    closes = None if gap is None else gap >= GAP_CLOSED_MIN
+    indistinguishable = None if z is None else z <= POWER_Z
+    return {"gap_closed": gap, "z": None if entry is None else entry["z"], "closes_gap": closes,
+            "indistinguishable": indistinguishable, "met": _all([closes, indistinguishable])}
+
+
+def _goal(groups: dict[str, list[dict]], versus: dict[str, Any], gap: dict[str, float | None]) -> dict[str, Any]:
+    """The power to tell sft and topk from dense, and compressed (main and every format
+    variant) as close to dense as that power can see."""
+    power = {}
+    for method in ("sft", "topk"):
+        z = abs_z(versus.get(method))
+        power[method] = None if z is None else z > POWER_Z
+    power["met"] = _all(power.values())
+    close_groups = ["compressed", *(k for k in groups if k.startswith("compressed/"))]
+    close = {key: _close(versus.get(key)) for key in close_groups}
+    return {
+        "gap_closed_min": GAP_CLOSED_MIN,
+        "power_z": POWER_Z,
+        "compressed_gap_closed": gap.get("compressed"),
+        "power": power,
+        "close": close,
+        "met": _all([power["met"], *(c["met"] for c in close.values())]),
+    }
+
+
 def summarize(rows: list[dict]) -> dict[str, Any]:
     by_method = defaultdict(list)
     for r in rows:
@@ -176,9 +306,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
                 values.append(g)
         per_seed[m] = ({"mean": statistics.fmean(values), "std": _std(values), "values": values}
                        if values else None)
-    compressed_gap = gap.get("compressed")
-    closes = None if compressed_gap is None else compressed_gap >= GAP_CLOSED_MIN
-    no_worse = kl["compressed"] <= kl["topk"] if {"compressed", "topk"} <= kl.keys() else None
+    groups = _groups(rows)
+    versus = _versus_dense(groups, rows, kl)
     return {
         "format": SUMMARY_FORMAT,
         "format_version": 1,
@@ -186,13 +315,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         "gap_closed": gap,
         "gap_closed_per_seed": per_seed,
         "formats": _formats(rows),
-        "goal": {
-            "gap_closed_min": GAP_CLOSED_MIN,
-            "compressed_gap_closed": compressed_gap,
-            "compressed_closes_gap": closes,
-            "compressed_no_worse_than_topk": no_worse,
-            "met": None if closes is None or no_worse is None else bool(closes and no_worse),
-        },
+        "versus_dense": versus,
+        "goal": _goal(groups, versus, gap),
         "gradient_yardstick": {f"{r['method']}/{r['format']}/seed-{r['seed']}": r["gradient_yardstick"]
                                for r in rows if r.get("gradient_yardstick")},
         "heldout": {"examples": rows[0]["heldout_examples"], "tokens": rows[0]["heldout_tokens"]},
@@ -217,10 +341,44 @@ def summary_lines(summary: dict) -> list[str]:
                      f"KL {e['kl_to_teacher_mean']:.4f} ± {e['kl_to_teacher_std']:.4f}"
                      + ("" if delta is None else f", paired Δ vs main {delta['mean']:+.4f} ± {delta['std']:.4f}, "
                         f"{'within' if e['within_main_spread'] else 'OUTSIDE'} main's seed spread"))
-    goal = summary["goal"]
-    if goal["met"] is not None:
-        lines.append(f"goal (compressed closes ≥ {100 * goal['gap_closed_min']:.0f} % and is no worse than topk): "
-                     f"{'met' if goal['met'] else 'NOT met'}")
+    for key, e in summary.get("versus_dense", {}).items():
+        lines.append(_versus_line(key, e))
+    lines += _goal_lines(summary["goal"])
+    return lines
+
+
+def _verdict(value: bool | None) -> str:
+    return "undecided" if value is None else "met" if value else "NOT met"
+
+
+def _z_text(e: dict) -> str:
+    if e["z"] is not None:
+        return f"{e['z']:+.3g}"
+    if e["se"] is None:
+        return "n/a (one seed)"
+    return "0 (identical on every seed)" if e["mean"] == 0 else f"{'+' if e['mean'] > 0 else '−'}∞ (se 0)"
+
+
+def _versus_line(key: str, e: dict) -> str:
+    """One group against dense: the paired KL difference ± its standard error, z, gap closed, size."""
+    se = "?" if e["se"] is None else f"{e['se']:.4f}"
+    gap = "" if e["gap_closed"] is None else f", gap closed {100 * e['gap_closed']:.1f} %"
+    size = "" if e["bytes_per_token"] is None else f", {e['bytes_per_token']:.1f} B/token"
+    return (f"{key} vs dense: Δ KL {e['mean']:+.4f} ± {se} (paired SE, {e['n_seeds']} seeds), "
+            f"z {_z_text(e)}{gap}{size}")
+
+
+def _goal_lines(goal: dict) -> list[str]:
+    """The goal: power per method, close per compressed group, overall."""
+    z, gap_min = goal["power_z"], 100 * goal["gap_closed_min"]
+    power = goal["power"]
+    lines = [f"power (differs from dense by > {z:g} paired SE): "
+             + ", ".join(f"{m} {_verdict(power[m])}" for m in power if m != "met") + f"; {_verdict(power['met'])}"]
+    for key, c in goal["close"].items():
+        gap = "?" if c["gap_closed"] is None else f"{100 * c['gap_closed']:.1f} %"
+        lines.append(f"close: {key} closes ≥ {gap_min:.0f} % of the gap ({gap}) and is within {z:g} paired SE "
+                     f"of dense: {_verdict(c['met'])}")
+    lines.append(f"goal (power, and every compressed group close): {_verdict(goal['met'])}")
     return lines
 
 
@@ -269,7 +427,7 @@ def timing_rows(rows: list[dict], timings: list[tuple[str, dict]]) -> list[dict]
 def timing_lines(timings: list[dict]) -> list[str]:
     by_method = defaultdict(list)
     for t in timings:
-        by_method[t["method"] if t["format"] == MAIN else f"{t['method']}/{t['format']}"].append(t)
+        by_method[group_key(t["method"], t["format"])].append(t)
     return [f"{m:>10}: training loop {statistics.fmean(t['train_seconds'] for t in ts):.1f} s, "
             f"held-out evaluation {statistics.fmean(t['eval_seconds'] for t in ts):.1f} s, "
             f"loading {statistics.fmean(t['load_seconds'] for t in ts):.1f} s (mean of {len(ts)})"
