@@ -24,7 +24,7 @@ TEST_SITE = {"CPU_PARTITION": "cpu", "GPU_PARTITION": "gpu", "ACCOUNT": "lineage
 # The rules the spec sends to a GPU partition (SPEC section 3: extraction, dense dumps,
 # sort-grid training, expert training).
 SPEC_GPU_RULES = {"extract_logits", "dump_dense_logits", "train_sort_model", "train_expert", "train_student",
-                  "extract_student_format", "train_student_format"}
+                  "extract_student_format", "train_student_format", "dump_student_dense"}
 
 
 def site_profile_text(site: dict[str, str], text: str | None = None) -> str:
