@@ -115,15 +115,17 @@ def test_every_method_trains_then_tabulates(shards, tmp_path):
 def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     """--init pruned: a depth-pruned copy of the teacher (2 layers → 1 kept at 0.5, width
     unchanged); two seeds start from the same weights; it is already close to the teacher
-    and KD keeps it closer than a scratch student of the same depth gets."""
+    and KD keeps it closer than a scratch student of the same depth gets. The compressed run
+    with --yardstick-batches measures its sparse targets' gradients against the dense one."""
     from logit_lineage.student.model import load_student
 
     records = {}
-    for init, seed, extra in (("pruned", "1", ("--yardstick-batches", "4")), ("pruned", "2", ()), ("scratch", "1", ()),
-                              ("pruned", "3", ("--freeze-embeddings",))):
+    for init, seed, method, extra in (("pruned", "1", "compressed", ("--yardstick-batches", "4")),
+                                      ("pruned", "2", "dense", ("--yardstick-batches", "4")),
+                                      ("scratch", "1", "dense", ()), ("pruned", "3", "dense", ("--freeze-embeddings",))):
         out = tmp_path / f"{init}-{seed}"
         proc = run_script(
-            "train_student.py", "--method", "dense", "--seed", seed, "--examples", str(shards["examples"]),
+            "train_student.py", "--method", method, "--seed", seed, "--examples", str(shards["examples"]),
             *_logits_args(shards["logits"]), "--teacher", str(shards["teacher"]), "--steps", "8",
             "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", init, *extra,
             "--checkpoint", str(out / "model.safetensors"), "--output", str(out / "eval.json"))
@@ -139,9 +141,9 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
     yard = pruned["gradient_yardstick"]  # before and after training, per sparse target
     assert set(yard) == {"init", "final"} and all(set(v) == {"unbiased", "topk"} for v in yard.values())
     assert all(v["unbiased"]["batches"] == 4 and v["unbiased"]["cosine"] > 0.9 for v in yard.values())
-    assert "gradient_yardstick" not in records[("pruned", "2")]
+    assert "gradient_yardstick" not in records[("pruned", "2")]  # only compressed runs measure it
     model, meta = load_student(tmp_path / "pruned-1" / "model.safetensors")
-    assert model.config.num_hidden_layers == 1 and meta["method"] == "dense"
+    assert model.config.num_hidden_layers == 1 and meta["method"] == "compressed"
     # --freeze-embeddings: the teacher's embeddings and head come out as they went in
     from safetensors.torch import load_file
 
