@@ -1,4 +1,4 @@
-"""Attention/MLP weight layouts of GPT checkpoints (seed 002), detection and conversion.
+"""Attention/MLP weight layouts of GPT checkpoints, detection and conversion.
 
 Two layouts exist for the same weights:
 

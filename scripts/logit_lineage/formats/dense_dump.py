@@ -1,6 +1,6 @@
 """Dense logit dumps: one safetensors file + a metadata JSON + a gzipped JSON summary.
 
-A dump with stem `X` is three files side by side (seed 001's layout):
+A dump with stem `X` is three files side by side (the layout of the original dense-dump tool):
 
 - `X.safetensors`: one 1-D tensor [vocab] of raw logits per entry, named by its
   key `sample_<s>_entry_<e>`; the safetensors header's `__metadata__` carries
@@ -309,7 +309,7 @@ def _entry(meta: dict, tensor) -> DenseEntry:
 
 
 def load_dense_dump(summary_path: str | os.PathLike, *, sample_idx: int | None = None) -> list[DenseEntry]:
-    """All entries with tensors (seed 001's load_logits_data), or one sample's only."""
+    """All entries with tensors (the original dense-dump tool's load_logits_data), or one sample's only."""
     dump = DenseDump(summary_path)
     keys = None if sample_idx is None else dump.select(sample_idx=sample_idx)
     return dump.load(keys)
