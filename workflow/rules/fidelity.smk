@@ -1,4 +1,5 @@
-# Chain E: dense logit dumps and the fidelity report of chain A's compressed logits.
+# The fidelity chain: dense logit dumps and the fidelity report of the distillation
+# chain's compressed logits.
 # Formats and metrics: docs/FIDELITY.md.
 #
 #   {RESULTS}/fidelity/dense/shard-XXXXX.json.gz          dense dump summary (points at the next two)

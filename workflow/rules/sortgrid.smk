@@ -1,4 +1,4 @@
-# Chain D: sort-grid checkpoints. Paths and formats: docs/SORTGRID.md.
+# The sort-grid chain: sort-grid checkpoints. Paths and formats: docs/SORTGRID.md.
 #
 #   {RESULTS}/sortgrid/checkpoints/<ln>/<regime>/<group>/task_XXXX/seed<S>/{Checkpoint|Final}_<stem>_iters<N>.pt
 #   {RESULTS}/sortgrid/eval/<same run dirs>/{Checkpoint|Final}_<stem>_iters<N>.json
