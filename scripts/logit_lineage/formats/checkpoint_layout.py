@@ -40,7 +40,6 @@ LAYOUT_DESCRIPTIONS = {
     "(train_gpt_medium.py / GPTBatched style); loads directly",
 }
 
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _ATTN_MODULE = r"(?P<module>(?:.+\.)?(?:self_)?attn)"
 _MLP_MODULE = r"(?P<module>(?:.+\.)?mlp)"
 _Q, _K, _V = ("c_q", "q_proj", "query"), ("c_k", "k_proj", "key"), ("c_v", "v_proj", "value")

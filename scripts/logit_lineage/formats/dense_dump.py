@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -48,7 +47,6 @@ METADATA_SUFFIX = ".metadata.json"
 BASE_FIELDS = ("key", "sample_idx", "entry_idx", "example_idx", "position")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ST_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-KEY_PATTERN = re.compile(r"sample_(\d+)_entry_(\d+)")
 
 
 def entry_key(sample_idx: int, entry_idx: int) -> str:
