@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Divergence between predictions stored in dense logit dumps (seed 001's analysis).
+"""Divergence between predictions stored in dense logit dumps (the original dense-dump tool's analysis).
 
 With one dump: predictions are grouped by (sample_idx, POSITION_FIELD); each
 is compared with its position's reference, the last by --order-by (e.g.

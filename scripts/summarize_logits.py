@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Summarize chain A over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass.
+"""Summarize the distillation chain over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass.
 
 Reads every compressed-logits shard (--logits, repeatable) and, when given,
 the extraction rule's benchmark TSV of each shard (--benchmark, repeatable,

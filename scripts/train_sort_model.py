@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train one sort-grid run and write its checkpoints (seed 004's names and contents).
+"""Train one sort-grid run and write its checkpoints (the original sort-grid runs' names and contents).
 
 The checkpoint paths say what to train. The Final file's name gives the model and data
 (layers, MLP, LayerNorm, length mode, train/test K, iterations); when it sits in the grid
@@ -7,10 +7,10 @@ tree (<with_layernorm|without_layernorm>/<dynamic|fixed>/<group>/task_XXXX/seed<
 tree must agree with the name and gives the seed. Each --intermediate file
 (Checkpoint_..._iters<N>.pt, same run) is written after N optimizer steps.
 
-Defaults are the sortgrid config section's (a short CPU run); seed 004's optimization is
+Defaults are the sortgrid config section's (a short CPU run); the original runs' optimization is
 --batch-size 4096 --learning-rate 1e-4 --warmup-iters 400 (config/sort_grid_full.yaml).
 
-Example (the headline configuration, 1 layer, no MLP, LayerNorm, trained on K=4, seed 004's settings):
+Example (the headline configuration, 1 layer, no MLP, LayerNorm, trained on K=4, the original runs' settings):
 
   python scripts/train_sort_model.py --device auto --batch-size 4096 --learning-rate 1e-4 --warmup-iters 400 \\
     --final runs/with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337/Final_N128_d128_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK17to32_nodup1_iters40000.pt \\

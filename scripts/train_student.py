@@ -49,7 +49,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Dense dump summary (.json.gz) with every kept token's teacher logits, or @LIST (repeatable): "
                    "the dense targets and the held-out reference, instead of a teacher forward.")
 @click.option("--format-label", default="main", show_default=True,
-              help="Name of the shards' format variant in the table (student.formats; main = chain A's shards).")
+              help="Name of the shards' format variant in the table (student.formats; main = the distillation chain's shards).")
 @click.option("--teacher", required=True, help="Hub id, local directory or .gguf of the teacher.")
 @click.option("--revision", default=None, help="Teacher revision.")
 @click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS["steps"], show_default=True)

@@ -1,4 +1,4 @@
-"""Chain A scripts as users run them: determinism, interruption, batching, bad input."""
+"""The distillation chain's scripts as users run them: determinism, interruption, batching, bad input."""
 from __future__ import annotations
 
 import json

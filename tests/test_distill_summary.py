@@ -1,4 +1,4 @@
-"""The chain-A summary (summarize_logits.py): figures per shard and overall, plots, bad input.
+"""The distillation chain's summary (summarize_logits.py): figures per shard and overall, plots, bad input.
 
 The shards are written here from known distributions (no model), so every figure has an
 exact expected value."""

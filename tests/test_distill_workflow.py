@@ -1,4 +1,4 @@
-"""Chain A through real snakemake runs: dry runs, targeted rebuilds, lint, config errors."""
+"""The distillation chain through real snakemake runs: dry runs, targeted rebuilds, lint, config errors."""
 from __future__ import annotations
 
 import re

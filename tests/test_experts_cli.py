@@ -1,4 +1,4 @@
-"""Chain C's click scripts as a user runs them: help, a small end-to-end pass, bad input."""
+"""The experts chain's click scripts as a user runs them: help, a small end-to-end pass, bad input."""
 from __future__ import annotations
 
 import json

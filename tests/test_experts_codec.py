@@ -1,4 +1,4 @@
-"""Codec of chain C: expert logits npz / legacy .pt, the data splits, safetensors checkpoints."""
+"""Codec of the experts chain: expert logits npz / legacy .pt, the data splits, safetensors checkpoints."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Domain logic of chain C: data, losses, gating features, rejection rules, AURC."""
+"""Domain logic of the experts chain: data, losses, gating features, rejection rules, AURC."""
 from __future__ import annotations
 
 import math

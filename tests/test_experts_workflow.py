@@ -1,4 +1,4 @@
-"""Chain C through real snakemake runs: the default DAG (tiny overlay), a targeted rebuild,
+"""The experts chain through real snakemake runs: the default DAG (tiny overlay), a targeted rebuild,
 the legacy-import path and config errors."""
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def test_help(name):
 
 
 def horizon_dump(path, seed=0, shift=0.0):
-    """Seed 001's shape: predictions of positions at several horizons and timesteps."""
+    """The original dense-dump tool's shape: predictions of positions at several horizons and timesteps."""
     g = torch.Generator().manual_seed(seed)
     entries = []
     for sample in range(2):

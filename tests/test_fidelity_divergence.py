@@ -1,4 +1,4 @@
-"""Divergence measures against hand-computed values, and the grouped summaries of seed 001."""
+"""Divergence measures against hand-computed values, and the grouped summaries of the original dense-dump tool."""
 from __future__ import annotations
 
 import math
@@ -35,7 +35,7 @@ def test_kl_hand_values():
     assert kl_divergence(P, Q) == pytest.approx(0.510826, abs=1e-6)
     assert kl_divergence(Q, P) == pytest.approx(0.368064, abs=1e-6)
     assert kl_divergence(P, P) == pytest.approx(0.0, abs=1e-15)
-    assert calculate_kl_divergence(P, Q) == kl_divergence(P, Q)  # seed 001's name
+    assert calculate_kl_divergence(P, Q) == kl_divergence(P, Q)  # the original dense-dump tool's name
 
 
 def test_js_hand_values_and_bounds():

@@ -8,7 +8,7 @@ from logit_lineage.fidelity.metrics_file import read_fidelity_report, read_shard
 from logit_lineage.formats.dense_dump import DenseDump
 
 REPORT = "results/fidelity/fidelity_report.json"
-# Smaller still than the tiny overlays: chain A is only the fidelity chain's input here,
+# Smaller still than the tiny overlays: the distillation chain is only the fidelity chain's input here,
 # so a barely trained teacher on a few conversations and two shards will do.
 FAST = """
 demo: {n_conversations: 80, train_steps: 8}

@@ -1,4 +1,4 @@
-"""Chain B in the real workflow: snakemake publishes chain A's tiny shards to the local Hub."""
+"""The Hub chain in the real workflow: snakemake publishes the distillation chain's tiny shards to the local Hub."""
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +33,7 @@ def _write_config(path: Path, data: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def chain_a_workdir(tmp_path_factory) -> Path:
-    """Chain A's shards, built once per module (publishing off)."""
+    """The distillation chain's shards, built once per module (publishing off)."""
     if not CHAIN_A:
         pytest.skip("chain A is not in the workflow yet")
     workdir = tmp_path_factory.mktemp("chain_a")
@@ -45,7 +45,7 @@ def chain_a_workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def workdir(chain_a_workdir, tmp_path) -> Path:
-    # copytree keeps mtimes and .snakemake's records, so chain A is up to date in the copy.
+    # copytree keeps mtimes and .snakemake's records, so the distillation chain is up to date in the copy.
     return Path(shutil.copytree(chain_a_workdir, tmp_path / "wd", symlinks=True))
 
 

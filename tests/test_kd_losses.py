@@ -2,8 +2,8 @@
 distribution (every kind, every temperature, any chunking, against plain autograd on the
 dense teacher); unbiased in value and gradient at T = 1 for forward KL / CE (both forms)
 and reverse KL (Monte Carlo over 400 sampler seeds with the real `compress_rows` at
-V = 151,936, peaked and flat teacher rows); the peers' top-k estimator rejected by the
-same check."""
+V = 151,936, peaked and flat teacher rows); the top-k estimator of other KD tools that
+store top-k logits rejected by the same check."""
 from __future__ import annotations
 
 import math
@@ -294,7 +294,7 @@ def test_reverse_kl_estimate_is_unbiased_at_temperature_one(monte_carlo):
 
 
 def test_topk_estimator_is_biased_by_many_standard_errors(monte_carlo):
-    """The same check rejects the peers' renormalised top-k: the test can fail."""
+    """The same check rejects the renormalised top-k of other KD tools: the test can fail."""
     for case in monte_carlo:
         zs = z_scores(case, "topk")
         assert zs.max() > 10.0, (case["nucleus"], zs)

@@ -439,7 +439,7 @@ def kd_md_example(heading: str) -> str:
 @pytest.fixture(scope="module")
 def demo_results(demo_inputs, tmp_path_factory):
     """The default run's layout (results/demo/teacher, results/demo/conversations.parquet,
-    results/distill/logits/) with two shards extracted by chain A's scripts from the demo inputs."""
+    results/distill/logits/) with two shards extracted by the distillation chain's scripts from the demo inputs."""
     from conftest import run_script
 
     root = tmp_path_factory.mktemp("kd_md")

@@ -26,7 +26,7 @@ AWKWARD = "it's a $HOME dir"  # a space, an apostrophe and a `$` in every user p
 
 @pytest.fixture(scope="module")
 def awkward_run(tmp_path_factory, demo_inputs):
-    """Chain A's lengths and one shard's logits, built by real snakemake with awkward paths."""
+    """The distillation chain's lengths and one shard's logits, built by real snakemake with awkward paths."""
     root = tmp_path_factory.mktemp("awkward")
     teacher = root / f"teacher {AWKWARD}"
     shutil.copytree(demo_inputs["teacher"], teacher)

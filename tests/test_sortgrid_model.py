@@ -156,7 +156,7 @@ def test_a_split_layout_checkpoint_evaluates_the_same(tmp_path):
 
 
 @dataclass
-class TrainConfig:  # what the seed's own training script pickled as `config`
+class TrainConfig:  # what the original sort-grid training script pickled as `config`
     n_layers: int = 1
     use_mlp: bool = False
     test_max_k: int = 32

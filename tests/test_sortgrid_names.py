@@ -1,4 +1,4 @@
-"""Checkpoint names (seed 004's convention): parse, format, round trip, bad names."""
+"""Checkpoint names (the original sort-grid runs' convention): parse, format, round trip, bad names."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from logit_lineage.sortgrid.names import (
     parse_checkpoint_name,
 )
 
-# The three examples of seed 004, with the fields it describes for each.
+# The three examples in the original sort-grid notes, with the fields they describe for each.
 SEED_EXAMPLES = {
     "Final_N128_d128_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK17to32_nodup1_iters40000.pt": dict(
         prefix="Final", n_layers=1, use_mlp=False, use_layernorm=True, length_mode="mix",

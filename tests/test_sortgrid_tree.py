@@ -1,4 +1,4 @@
-"""The grid's directory tree and task ids (seed 004's TABLES), and grid expansion."""
+"""The grid's directory tree and task ids (the TABLES of the original sort-grid notes), and grid expansion."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +24,7 @@ from logit_lineage.sortgrid.tree import (
 
 SCHEMA = REPO / "workflow" / "schemas" / "sortgrid.schema.yaml"
 
-# Seed 004, "Dynamic Training Task Mapping" table: task -> (layers, MLP, length mode).
+# The original sort-grid notes, "Dynamic Training Task Mapping" table: task -> (layers, MLP, length mode).
 SEED_DYNAMIC_TABLE = """
 | task_0000 | 2 | On | mix |
 | task_0001 | 2 | On | curriculum |
@@ -35,7 +35,7 @@ SEED_DYNAMIC_TABLE = """
 | task_0006 | 1 | Off | mix |
 | task_0007 | 1 | Off | curriculum |
 """
-# Seed 004, "Fixed Training Task Mapping" table: task -> (layers, MLP).
+# The original sort-grid notes, "Fixed Training Task Mapping" table: task -> (layers, MLP).
 SEED_FIXED_TABLE = """
 | task_0000 | 2 | On |
 | task_0001 | 2 | Off |

@@ -1,4 +1,4 @@
-"""Chain D through real snakemake: the tiny grid end to end, targeted rebuilds, dry runs."""
+"""The sort-grid chain through real snakemake: the tiny grid end to end, targeted rebuilds, dry runs."""
 from __future__ import annotations
 
 import re
@@ -64,7 +64,7 @@ def test_nothing_reruns_and_single_artifacts_rebuild_alone(built):
     proc = run_snakemake(built, str(one_eval.relative_to(built)), "--cores", "1", configfiles=TINY_CONFIGS)
     assert job_counts(proc).get("evaluate_sort_checkpoint") == 1 and "train_sort_model" not in job_counts(proc)
     assert one_eval.is_file()
-    # Any checkpoint of the seed's grid, even outside the configured grid, by naming its path.
+    # Any checkpoint of the original grid, even outside the configured grid, by naming its path.
     other = (f"{SG}/checkpoints/without_layernorm/dynamic/len_gen_no_ln_k6/task_0007/seed2337/"
              "Final_N128_d128_H1_L1_npos1_mlp0_ln0_lencurriculum_trainK2to6_testK17to32_nodup1_iters24.pt")
     proc = run_snakemake(built, other, "--cores", "1", configfiles=TINY_CONFIGS)

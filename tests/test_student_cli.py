@@ -24,7 +24,7 @@ def test_help(name):
 
 @pytest.fixture(scope="module")
 def shards(demo_inputs, tmp_path_factory):
-    """Chain A's scripts on the session's demo inputs: two shards of compressed logits."""
+    """The distillation chain's scripts on the session's demo inputs: two shards of compressed logits."""
     root = tmp_path_factory.mktemp("student_shards")
     src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
     run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.workflow
 TABLE = "results/student/student_table.csv"
 TARGETS = [TABLE, "results/student/student_summary.json", "results/student/student_kl.png",
            "results/benchmarks/student/student_timings.csv"]
-# Smaller still than the tiny overlays: chain A is only the student chain's input here,
+# Smaller still than the tiny overlays: the distillation chain is only the student chain's input here,
 # so a barely trained teacher on a few conversations and one shard will do.
 FAST = """
 demo: {n_conversations: 80, train_steps: 8}

@@ -1,4 +1,4 @@
-"""Benchmark 1: compressing teacher logits, this project's method vs the seed's.
+"""Benchmark 1: compressing teacher logits, this project's method vs the original one.
 
 Per workload (rows of logits at one vocabulary size, as many rows as
 extraction hands `compress_rows` at once for that vocabulary):
@@ -7,10 +7,11 @@ extraction hands `compress_rows` at once for that vocabulary):
   cumsum, ~2(k+1) random numbers per row);
 - baseline: `seed_reference.seed_compress_block` (float64 copy, softmax,
   full-vocabulary sort, cumsum, mask, Gumbel over the whole vocabulary, top-k),
-  drawing its own [rows, vocab] float64 uniforms as the seed does.
+  drawing its own [rows, vocab] float64 uniforms as the original does
+  (the users' original compression code, tests/bench/seed_reference.py).
 Throughput: interleaved rounds, medians. Peak extra memory: each method once in
 a fresh process (benchlib.peak_rss_delta). Agreement: both methods on the same
-rows (baseline with the spec's inclusive nucleus rule) must give the same
+rows (baseline with the format's inclusive nucleus rule, docs/FORMAT.md) must give the same
 logsumexp and nucleus sets, and tails of the same size (the tail samples are
 random draws of the same law, Gumbel-top-k over the tail: that is tested in
 tests/test_compress.py, with the same checks shown to reject another law).

@@ -180,7 +180,7 @@ BARE_SNAKEFILE = bare_snakefile()
 
 
 # The workflow's file graph without the workflow: per shard the same five jobs with the same
-# inputs and outputs as the real ones (shard rows; chain A's extraction and the students'
+# inputs and outputs as the real ones (shard rows; the distillation chain's extraction and the students'
 # format variant, each naming its code fingerprint, the teacher, the dataset and the shard;
 # the dense dump's three files; the fidelity job's dense dump, logits and code), the four
 # list jobs over all shards, code-fingerprint jobs of 30 modules each, and every rule's

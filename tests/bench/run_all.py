@@ -4,7 +4,7 @@
     .venv/bin/python tests/bench/run_all.py [--markdown docs/bench_table.md] [--only 1,3]
 
 Each figure is measured side by side with its anchor in this one run (the
-project's method vs the seed's, token-budget vs fixed batches, compressed
+project's method vs the original one, token-budget vs fixed batches, compressed
 extraction vs a bare forward, 1k vs 10k shards) and given as a ratio, with
 medians over interleaved repeats, under the machine it ran on.
 """

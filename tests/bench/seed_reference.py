@@ -1,7 +1,8 @@
-"""BASELINE for the benchmarks: the seed's compression method, reimplemented.
+"""BASELINE for the benchmarks: the original compression method, reimplemented.
 
 This is NOT the project's method. It reproduces, operation for operation, what
-seed 003 describes for `gpu_process_batch` (its lines L1014-L1086), so that the
+the users' original compression code does in `gpu_process_batch` (not in this
+repository; the file's and functions' names keep the old word "seed" for it), so that the
 benchmarks can put the project's `distill.compress.compress_rows` side by side
 with it:
 
@@ -14,9 +15,9 @@ with it:
    set to -inf, from a [rows, vocab] float64 draw of uniforms; top-k of the keys.
 
 `inclusive=True` exists only for the agreement check (it changes no cost): the
-spec's nucleus rule (the token that crosses top_p is included; the seed's
-`cumsum <= top_p` leaves it out). Gumbel noise is G = -log(-log(1 - u)) (the
-seed writes -log(-log(u)); 1 - u is uniform too, and the cost is the same).
+format's nucleus rule (docs/FORMAT.md: the token that crosses top_p is included; the
+original `cumsum <= top_p` leaves it out). Gumbel noise is G = -log(-log(1 - u)) (the
+original writes -log(-log(u)); 1 - u is uniform too, and the cost is the same).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class SeedCompressed:
 
 
 def seed_uniforms(rows: int, vocab: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
-    """The seed draws its noise for the whole [rows, vocab] block at once, float64."""
+    """The original method draws its noise for the whole [rows, vocab] block at once, float64."""
     return torch.rand((rows, vocab), generator=generator, dtype=torch.float64, device=device)
 
 
@@ -50,7 +51,7 @@ def seed_compress(
     k: int,
     inclusive: bool = False,
 ) -> SeedCompressed:
-    """Compress rows of logits [m, V] the seed's way (see the module docstring)."""
+    """Compress rows of logits [m, V] the original way (see the module docstring)."""
     m, vocab = logits.shape
     dev = logits.device
     logits_f32 = logits.float()
@@ -60,9 +61,9 @@ def seed_compress(
 
     sorted_probs, sorted_idx = torch.sort(probs, dim=-1, descending=True)
     cumsum = torch.cumsum(sorted_probs, dim=-1)
-    if inclusive:  # spec: keep the token whose cumulative mass crosses top_p
+    if inclusive:  # the format's rule: keep the token whose cumulative mass crosses top_p
         nucleus_sorted = (cumsum - sorted_probs) < top_p
-    else:  # seed: cumsum <= top_p
+    else:  # the original rule: cumsum <= top_p
         nucleus_sorted = cumsum <= top_p
     nucleus_sorted[:, 0] = True
     nucleus_sorted &= torch.arange(vocab, device=dev)[None, :] < cap
@@ -96,6 +97,6 @@ def seed_compress(
 
 def seed_compress_block(logits: torch.Tensor, generator: torch.Generator, *, top_p: float, cap: int,
                         k: int) -> SeedCompressed:
-    """What one seed call costs: draw the block's uniforms, then compress."""
+    """What one call of the original method costs: draw the block's uniforms, then compress."""
     uniforms = seed_uniforms(logits.shape[0], logits.shape[1], generator, logits.device)
     return seed_compress(logits, uniforms, top_p=top_p, cap=cap, k=k)

@@ -1,4 +1,4 @@
-"""Benchmark 10: chain A on the real SmolLM2-135M teacher on CPU (bench_real_teacher.py)."""
+"""Benchmark 10: the distillation chain on the real SmolLM2-135M teacher on CPU (bench_real_teacher.py)."""
 import pytest
 
 import bench_real_teacher

@@ -1,4 +1,4 @@
-"""Benchmark 1: compression, this project's method vs the seed's (bench_compress.py)."""
+"""Benchmark 1: compression, this project's method vs the original one (bench_compress.py)."""
 import pytest
 
 import bench_compress

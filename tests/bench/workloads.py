@@ -76,7 +76,7 @@ def embed_rows(real: torch.Tensor, vocab: int, seed: int) -> torch.Tensor:
 
 
 def nucleus_sizes(logits: torch.Tensor, top_p: float, cap: int) -> np.ndarray:
-    """Nucleus size per row (spec rule, capped) — for describing a workload."""
+    """Nucleus size per row (the format's rule, docs/FORMAT.md, capped) — for describing a workload."""
     lp = torch.log_softmax(logits.double(), -1)
     top = torch.topk(lp, min(cap, lp.shape[1]), dim=-1).values.exp().cumsum(-1)
     reach = top >= top_p

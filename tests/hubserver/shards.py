@@ -1,4 +1,4 @@
-"""Small shards for hub tests, written with chain A's codec (real schema and metadata)."""
+"""Small shards for hub tests, written with the distillation chain's codec (real schema and metadata)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Documented check (issue 7): build the snakemake HTML report of a finished run and
+# Documented check (README.md): build the snakemake HTML report of a finished run and
 # open it in headless Chromium (Debian's `chromium`), saving a screenshot to look at.
 #   usage: tests/report/screenshot_report.sh WORKDIR [OUT.png]
 # WORKDIR is a directory where the workflow has run (e.g. after `make demo`: the repo).

@@ -21,8 +21,8 @@ SLURM_DIR = Path(os.environ.get("LINEAGE_SLURM_DIR", "/tmp/lineage-slurm"))
 
 # What a user edits in profiles/slurm/config.yaml, set for the test cluster (cluster.sh).
 TEST_SITE = {"CPU_PARTITION": "cpu", "GPU_PARTITION": "gpu", "ACCOUNT": "lineage"}
-# The rules the spec sends to a GPU partition (SPEC section 3: extraction, dense dumps,
-# sort-grid training, expert training).
+# The rules profiles/slurm sends to a GPU partition (docs/SLURM.md, "How rules are routed":
+# extraction, dense dumps, sort-grid training, expert training, the students).
 SPEC_GPU_RULES = {"extract_logits", "dump_dense_logits", "train_sort_model", "train_expert", "train_student",
                   "extract_student_format", "train_student_format", "dump_student_dense"}
 

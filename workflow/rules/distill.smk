@@ -1,4 +1,4 @@
-# Chain A: lengths → length-sorted shards → compressed teacher logits per shard.
+# The distillation chain: lengths → length-sorted shards → compressed teacher logits per shard.
 
 DISTILL = config["distill"]
 DISTILL_DIR = f"{RESULTS}/distill"
@@ -34,7 +34,7 @@ if USE_GENERATED_DATASET:
         )
 
     rule generate_answers:
-        """The teacher's own sampled answers to a fixed list of prompts: the dataset of chain A."""
+        """The teacher's own sampled answers to a fixed list of prompts: the dataset of the distillation chain."""
         input:
             **code("generate_answers.py"),
             teacher=TEACHER_INPUT,
@@ -79,7 +79,7 @@ if USE_GENERATED_DATASET:
 if USE_DOCSTRING_DATASET:
 
     rule make_docstring_conversations:
-        """Questions about installed packages' objects answered by their docstrings: the dataset of chain A."""
+        """Questions about installed packages' objects answered by their docstrings: the dataset of the distillation chain."""
         input:
             **code("make_docstring_conversations.py"),
         output:
@@ -274,7 +274,7 @@ LOGITS_LIST = shard_list("logits", rules.extract_logits.output.parquet)
 
 
 rule summarize_logits:
-    """Chain A over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass."""
+    """The distillation chain over all shards: tokens, tokens/s, bytes/token, nucleus sizes, stored mass."""
     input:
         **code("summarize_logits.py"),
         logits=LOGITS_LIST,

@@ -1,4 +1,4 @@
-# Chain C: long-tail experts -> recomputed expert npz -> gating -> learning to reject.
+# The experts chain: long-tail experts -> recomputed expert npz -> gating -> learning to reject.
 # Artifacts (all under {RESULTS}/experts/, each rebuildable alone by naming it):
 #   data/{train,tunev,val,test}.npz, data/classes.json       make_longtail_data
 #   checkpoints/{expert}.safetensors                         train_expert (GPU on SLURM)

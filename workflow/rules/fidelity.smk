@@ -1,5 +1,6 @@
-# Chain E: dense logit dumps and the fidelity report of chain A's compressed logits
-# (SPEC 2.E and 2.A.5; seed 001). Formats and metrics: docs/FIDELITY.md.
+# The fidelity chain: dense logit dumps and the fidelity report of the distillation
+# chain's compressed logits.
+# Formats and metrics: docs/FIDELITY.md.
 #
 #   {RESULTS}/fidelity/dense/shard-XXXXX.json.gz          dense dump summary (points at the next two)
 #   {RESULTS}/fidelity/dense/shard-XXXXX.safetensors      one float logits tensor [vocab] per sampled token

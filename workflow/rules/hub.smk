@@ -1,4 +1,4 @@
-# Chain B: publish the compressed-logit shards to a Hugging Face Hub dataset repo.
+# The Hub chain: publish the compressed-logit shards to a Hugging Face Hub dataset repo.
 #
 #   hub_create_repo       -> {RESULTS}/hub/receipts/repo.json
 #   hub_preupload_shard   -> {RESULTS}/hub/receipts/shards/shard-{shard}.json   (LFS content, per shard)

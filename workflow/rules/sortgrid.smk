@@ -1,12 +1,12 @@
-# Chain D: sort-grid checkpoints (SPEC 2.D; seeds 004 and 002). Paths and formats:
-# docs/SORTGRID.md.
+# The sort-grid chain: sort-grid checkpoints. Paths and formats: docs/SORTGRID.md.
 #
 #   {RESULTS}/sortgrid/checkpoints/<ln>/<regime>/<group>/task_XXXX/seed<S>/{Checkpoint|Final}_<stem>_iters<N>.pt
 #   {RESULTS}/sortgrid/eval/<same run dirs>/{Checkpoint|Final}_<stem>_iters<N>.json
 #   {RESULTS}/sortgrid/sort_grid_table.csv, sort_grid_summary.csv, sort_grid_generalization.png
 #
-# Any checkpoint of the seed's grid can be built by naming its path (the path says what to
-# train; optimization settings and iteration counts come from the config).
+# Any checkpoint of the original grid (config/sort_grid_full.yaml) can be built by naming
+# its path (the path says what to train; optimization settings and iteration counts come
+# from the config).
 from snakemake.exceptions import WorkflowError
 
 from logit_lineage.sortgrid.names import STEM_PATTERN

@@ -1,4 +1,4 @@
-# Chain F: students trained from the compressed logits (SPEC 2.F), the end-to-end proof that
+# The student chain: students trained from the compressed logits, the end-to-end proof that
 # the format serves its purpose. Methods, split and metrics: docs/STUDENT.md.
 #
 #   {RESULTS}/student/examples.parquet                        train / held-out examples with token ids

@@ -1,1 +1,1 @@
-"""Chain A domain logic: teacher loading, chat tokenization, batching, compression."""
+"""Domain logic of the distillation chain: teacher loading, chat tokenization, batching, compression."""

@@ -5,7 +5,7 @@ chat template (`add_generation_prompt=True`), left-padded into batches and
 continued by `model.generate` with seeded sampling. The answer is the text up
 to the first end-of-sequence token; an answer cut by `max_new_tokens` is kept
 as it is (the chat template closes the turn). The conversations are
-[user, assistant] pairs in the demo dataset's layout, so chain A reads them
+[user, assistant] pairs in the demo dataset's layout, so the distillation chain reads them
 like any chat dataset, and on them the teacher's next-token distributions are
 the ones it has on its own text.
 """

@@ -10,7 +10,7 @@ from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_con
 
 
 def source_options(func):
-    """The teacher, dataset and mask options every chain-A script shares (named as the config keys)."""
+    """The teacher, dataset and mask options every script of the distillation chain shares (named as the config keys)."""
     defaults = schema_defaults("distill")  # the config's defaults: one home, the schema
     options = [
         click.option("--teacher", required=True, help="Hub id or local directory of the teacher."),

@@ -1,4 +1,4 @@
-"""Chain A at a glance: tokens, throughput, bytes per token and what the records hold.
+"""The distillation chain at a glance: tokens, throughput, bytes per token and what the records hold.
 
 One pass over every shard (`LogitsShard`) accumulates, per shard, the kept
 tokens, the nucleus-size histogram, the nucleus and stored probability mass
@@ -131,7 +131,7 @@ def _figures(acc: ShardAccumulator, file_bytes: int, seconds: float | None) -> d
 
 
 def summarize(shards: list[str | Path], benchmarks: dict[str, str | Path] | None = None) -> dict:
-    """The summary of chain A over `shards` (logits parquets). `benchmarks` maps a shard's
+    """The summary of the distillation chain over `shards` (logits parquets). `benchmarks` maps a shard's
     file stem (shard-00003) to its extraction benchmark TSV; shards without one get no rate."""
     benchmarks = benchmarks or {}
     per_shard, total = {}, None

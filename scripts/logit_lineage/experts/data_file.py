@@ -22,7 +22,6 @@ from logit_lineage.common.errors import LineageError
 from logit_lineage.common.json_file import read_json
 
 DATA_SPLITS = ("train", "tunev", "val", "test")
-GROUP_NAMES = ("head", "tail")
 CLASSES_KEYS = ("n_classes", "class_counts", "prior", "head_threshold", "groups", "group_names")
 
 

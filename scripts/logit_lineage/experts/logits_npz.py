@@ -6,7 +6,7 @@ The npz holds three arrays:
 - `targets`     [N]    int64:   the true labels;
 - `predictions` [N]    int64:   argmax of `logits` (kept for the users' older tools).
 
-Older runs (seed 000) wrote one float16 tensor per split under other names
+Older runs (the users' original experts code) wrote one float16 tensor per split under other names
 (`tuneV_logits.pt` with a capital V, `val_lt_logits.pt`, `test_lt_logits.pt`), without
 targets. Readers try the npz first and fall back to those names; a `.pt` is only ever
 opened with `torch.load(weights_only=True)`, because a full unpickle runs whatever code

@@ -1,4 +1,5 @@
-"""Divergence between two predictions of the same position (seed 001's analysis).
+"""Divergence between two predictions of the same position (the analysis of the original dense-dump tool,
+`utils/load_saved_logits.py`, which is not in this repository).
 
 All measures take raw logits (any shape [..., V], torch or numpy) and work in
 float64 on log-softmax, so large logits neither overflow nor lose the tail:
@@ -180,7 +181,7 @@ def compare_dumps(entries_a: Iterable, entries_b: Iterable, *, match_on: Sequenc
 
 
 def format_divergence_summary(stats: dict) -> str:
-    """The seed's printed summary, one line per group."""
+    """The original dense-dump tool's printed summary, one line per group."""
     bar = "=" * 62
     label = stats.get("group_by") or "all"
     lines = [bar, "PREDICTION DIVERGENCE ANALYSIS", bar, "", f"Summary by {label} (reference: {stats['reference']}):",
@@ -208,7 +209,7 @@ def print_divergence_summary(stats: dict) -> None:
     print(format_divergence_summary(stats))
 
 
-# Seed 001's names, for notebooks written against utils/load_saved_logits.py.
+# The original dense-dump tool's names, for notebooks written against its utils/load_saved_logits.py.
 calculate_kl_divergence = kl_divergence
 calculate_js_divergence = js_divergence
 get_predictions_for_position = predictions_for_position

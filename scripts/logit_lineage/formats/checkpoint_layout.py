@@ -1,4 +1,4 @@
-"""Attention/MLP weight layouts of GPT checkpoints (seed 002), detection and conversion.
+"""Attention/MLP weight layouts of GPT checkpoints, detection and conversion.
 
 Two layouts exist for the same weights:
 
@@ -40,7 +40,6 @@ LAYOUT_DESCRIPTIONS = {
     "(train_gpt_medium.py / GPTBatched style); loads directly",
 }
 
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _ATTN_MODULE = r"(?P<module>(?:.+\.)?(?:self_)?attn)"
 _MLP_MODULE = r"(?P<module>(?:.+\.)?mlp)"
 _Q, _K, _V = ("c_q", "q_proj", "query"), ("c_k", "k_proj", "key"), ("c_v", "v_proj", "value")

@@ -1,6 +1,6 @@
 """Dense logit dumps: one safetensors file + a metadata JSON + a gzipped JSON summary.
 
-A dump with stem `X` is three files side by side (seed 001's layout):
+A dump with stem `X` is three files side by side (the layout of the original dense-dump tool):
 
 - `X.safetensors`: one 1-D tensor [vocab] of raw logits per entry, named by its
   key `sample_<s>_entry_<e>`; the safetensors header's `__metadata__` carries
@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -48,7 +47,6 @@ METADATA_SUFFIX = ".metadata.json"
 BASE_FIELDS = ("key", "sample_idx", "entry_idx", "example_idx", "position")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ST_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-KEY_PATTERN = re.compile(r"sample_(\d+)_entry_(\d+)")
 
 
 def entry_key(sample_idx: int, entry_idx: int) -> str:
@@ -309,7 +307,7 @@ def _entry(meta: dict, tensor) -> DenseEntry:
 
 
 def load_dense_dump(summary_path: str | os.PathLike, *, sample_idx: int | None = None) -> list[DenseEntry]:
-    """All entries with tensors (seed 001's load_logits_data), or one sample's only."""
+    """All entries with tensors (the original dense-dump tool's load_logits_data), or one sample's only."""
     dump = DenseDump(summary_path)
     keys = None if sample_idx is None else dump.select(sample_idx=sample_idx)
     return dump.load(keys)

@@ -1,9 +1,9 @@
 """Token ids as uint16 low bits plus packed high bits.
 
 A token id needs `16 + high_bits` bits; `high_bits` follows from the vocabulary
-size (0 for vocab ≤ 65,536, 2 for ≤ 262,144 as in the seed, 3 for ≤ 524,288, …)
+size (0 for vocab ≤ 65,536, 2 for ≤ 262,144 as in the original compression code, 3 for ≤ 524,288, …)
 and is recorded in the file's metadata. High bits are packed LSB-first into
-bytes, value after value, so for 2 bits the layout equals the seed's (4 ids per
+bytes, value after value, so for 2 bits the layout equals the original code's (4 ids per
 byte, the first id in the lowest two bits). An id the layout cannot hold is an
 error, never a wrap.
 """

@@ -1,6 +1,6 @@
 """The compressed-logits parquet format (one row per example), version 2.
 
-Columns follow the seed's schema (index … logsumexp) plus what version 2 adds:
+Columns follow the original compression code's schema (index … logsumexp) plus what version 2 adds:
 `sampled_counts`, `sampled_threshold` (Gumbel-top-k threshold κ, for unbiased
 tail weights), `positions` (sequence position t of each stored token) and
 `token_ids` (the token at t). Row j of an example holds the teacher's

@@ -1,4 +1,4 @@
-"""Reader API for compressed logits (SPEC 2.A.5): per-token distributions,
+"""Reader API for compressed logits: per-token distributions,
 unbiased tail weights, nucleus statistics and a colour-coded token view."""
 from __future__ import annotations
 

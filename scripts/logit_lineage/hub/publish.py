@@ -19,7 +19,6 @@ from logit_lineage.hub.target import RepoTarget
 
 log = logging.getLogger("logit_lineage.hub")
 PATHS_INFO_BATCH = 500  # the Hub answers at most 1,000 paths per paths-info request
-_HASH_CHUNK = 8 << 20
 _GIT_HASH_LIMIT = 64 << 20  # non-LFS (git) blobs are small; never read a big file to git-hash it
 
 

@@ -1,6 +1,6 @@
 """What the dataset card needs from each shard: format version, parameters, rows.
 
-The format belongs to `codec.logits_parquet` (chain A); this module only asks it,
+The format belongs to `codec.logits_parquet` (the distillation chain's); this module only asks it,
 so a shard of an unknown format version fails here with the codec's own error.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Knowledge distillation from compressed teacher logits (SPEC 2.F): sparse targets, a
+"""Knowledge distillation from compressed teacher logits: sparse targets, a
 dataset over shards (local or a Hub dataset repo), a collate function, sparse KD losses
 and the tokenizer fingerprint check. docs/KD.md shows how training code uses them.
 

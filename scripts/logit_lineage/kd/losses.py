@@ -34,9 +34,9 @@ estimated with the same weights):
   T < 1 shrinks the tail's share and the estimate is nearly exact; T > 1 is served poorly:
   the sample is drawn ∝ p, not ∝ p^(1/T), so the tempered tail (most of p_T at large V)
   is estimated from few, heavily weighted tokens (docs/KD.md: +26–40 % bias at T = 2).
-- estimator="topk" (the peers' renormalised top-k): **biased**. The nucleus renormalised
-  to 1 (p_i^(1/T) / Σ_N p^(1/T)), the tail dropped: the student is pulled to put no mass
-  on the tail; the bias does not shrink with more data.
+- estimator="topk" (the renormalised top-k of other KD tools that store top-k logits):
+  **biased**. The nucleus renormalised to 1 (p_i^(1/T) / Σ_N p^(1/T)), the tail dropped:
+  the student is pulled to put no mass on the tail; the bias does not shrink with more data.
 
 kind="reverse_kl", KL(s_T ‖ p_T) = Σ_v s_v log s_v − Σ_v s_v log p_T,v, with s_T the student's
 full softmax (known exactly) and log p_T,v = log p_v / T − log Z_T:
@@ -53,7 +53,7 @@ full softmax (known exactly) and log p_T,v = log p_v / T − log Z_T:
   estimate above). **Gradient unbiased; value biased** by E[log Ẑ_T] − log Z_T, a constant
   of the student.
 - estimator="topk": **biased**. Student and teacher both restricted to the nucleus and
-  renormalised there (the peers' top-k reverse KL); the student's mass outside the
+  renormalised there (the top-k reverse KL of those tools); the student's mass outside the
   nucleus is not penalised at all.
 
 Format version 3 (targets with `nucleus_step` / `tail_step`): the values are decoded from

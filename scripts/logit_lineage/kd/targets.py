@@ -23,11 +23,6 @@ import torch
 
 from logit_lineage.formats.codes import tail_weights  # the format's own weight math
 
-# Keys of one example's flat targets (what `example_targets` returns and `collate_targets` pads).
-PER_TOKEN = ("positions", "token_ids", "logsumexp", "tail_mass", "nucleus_counts", "tail_counts")
-FLAT_NUCLEUS = ("nucleus_ids", "nucleus_logprobs", "nucleus_probs")
-FLAT_TAIL = ("tail_ids", "tail_logprobs", "tail_weights")
-
 
 def _segments(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(counts.size), counts)

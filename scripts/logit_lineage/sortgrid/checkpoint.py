@@ -1,6 +1,6 @@
 """Checkpoint files (.pt): what a sort checkpoint holds, and safe reading of any .pt.
 
-A sort checkpoint (seed 004) is a dict with exactly these keys:
+A sort checkpoint (as the original sort-grid runs wrote it) is a dict with exactly these keys:
 
     model_state_dict      name -> tensor, fused attention layout (see codec.checkpoint_layout)
     optimizer_state_dict  torch.optim.AdamW.state_dict()
@@ -9,7 +9,7 @@ A sort checkpoint (seed 004) is a dict with exactly these keys:
     iters_done            optimizer steps completed when the file was written
 
 Every file is read with `torch.load(..., weights_only=True)`, which cannot execute code
-from the file. The seed's own files pickled `config` as a `TrainConfig` dataclass, which
+from the file. The original runs' own files pickled `config` as a `TrainConfig` dataclass, which
 that loader refuses; for those (and only for classes named TrainConfig or GPTConfig) a
 stand-in class with no behaviour receives the pickled fields, and they come back as a dict.
 """

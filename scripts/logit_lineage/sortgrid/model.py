@@ -135,11 +135,3 @@ class SortGPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x[:, predict_from:]))
-
-
-def model_config_from(config: dict, path=None) -> SortModelConfig:
-    """The model part of a checkpoint's plain-data config."""
-    missing = [k for k in MODEL_CONFIG_KEYS if k not in config]
-    if missing:
-        raise LineageError(f"checkpoint config lacks model key(s) {', '.join(missing)}", path=path)
-    return SortModelConfig(**{k: config[k] for k in MODEL_CONFIG_KEYS})

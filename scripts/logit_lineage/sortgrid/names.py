@@ -1,4 +1,4 @@
-"""Sort-grid checkpoint file names (seed 004's naming convention).
+"""Sort-grid checkpoint file names (the naming convention of the original sort-grid runs).
 
     {Checkpoint|Final}_N{vocab}_d{embd}_H{heads}_L{layers}_npos{0|1}_mlp{0|1}_ln{0|1}
         _len{mix|curriculum}_trainK{min}to{max}_testK{min}to{max}_nodup{0|1}_iters{step}.pt

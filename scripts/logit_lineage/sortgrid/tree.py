@@ -1,12 +1,13 @@
-"""The sort-grid directory tree (seed 004): where each run's checkpoints live.
+"""The sort-grid directory tree (the original sort-grid runs' layout): where each run's checkpoints live.
 
     <with_layernorm|without_layernorm>/<dynamic|fixed>/<group>/task_XXXX/seed<S>/<checkpoint name>
 
 Groups: `len_gen_k{K}` (dynamic, LayerNorm), `len_gen_single_k{K}` (fixed, LayerNorm),
 `len_gen_no_ln_k{K}` and `len_gen_single_no_ln_k{K}` (the same without LayerNorm).
-Task ids follow seed 004's mapping TABLES (its tree comments disagree with them and are
-wrong): a cross product with layers (2, 1) outermost, then MLP (on, off), then, for dynamic
-groups only, the length mode (mix, curriculum).
+Task ids follow the mapping TABLES of the original sort-grid notes (the comments in their
+directory tree disagree with them and are wrong): a cross product with layers (2, 1)
+outermost, then MLP (on, off), then, for dynamic groups only, the length mode (mix,
+curriculum).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def parse_group(name: str) -> tuple[str, bool, int]:
     match = _GROUP_RE.fullmatch(name)
     if match is None:
         raise LineageError(
-            f"group {name!r} is not len_gen_[single_][no_ln_]k<N> (seed 004's group names)"
+            f"group {name!r} is not len_gen_[single_][no_ln_]k<N> (the sort grid's group names)"
         )
     regime = "fixed" if match["single"] else "dynamic"
     return regime, not match["noln"], int(match["k"])

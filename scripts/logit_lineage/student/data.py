@@ -1,4 +1,4 @@
-"""The student's examples: chain A's shards read through `logit_lineage.kd`, the held-out
+"""The student's examples: the distillation chain's shards read through `logit_lineage.kd`, the held-out
 split and the batch order.
 
 Every example is one conversation of the shards: its full token ids (the conversation

@@ -1,7 +1,7 @@
 """The student table, its summary, its plot and the training jobs' timings.
 
 `student_table.csv`: one row per run (method, format, seed), columns TABLE_COLUMNS, methods in
-METHODS order, main (chain A's shards) before the student.formats variants (by bytes per
+METHODS order, main (the distillation chain's shards) before the student.formats variants (by bytes per
 token, largest first), then ascending seed; floats with 6 decimals. `bytes_per_token` (file
 bytes over stored tokens of the shards the run learnt from) is set for SHARD_METHODS. Like
 every result, it depends on the runs' inputs alone (no wall times), so a rerun or a SLURM
@@ -22,7 +22,7 @@ teacher), and the training steps per second.
      "formats": {format: {"bytes_per_token", "format_version", "top_p", "top_p_max_elements",
                           "sampled_n", "<metric>_mean", "<metric>_std", "kl_delta_vs_main":
                           {"mean", "std", "values"} (paired by seed), "within_main_spread"}}
-                (method compressed on main, chain A's shards, and on each student.formats variant),
+                (method compressed on main, the distillation chain's shards, and on each student.formats variant),
      "versus_dense": {group: {"mean", "se", "z", "values", "seeds", "n_seeds", "note", "gap_closed",
                               "bytes_per_token", "ce_delta": {"mean", "se"},
                               "top1_delta": {"mean", "se"}}},
@@ -80,7 +80,7 @@ SUMMARY_METRICS = ("kl_to_teacher", "ce", "top1_agree")
 SUMMARY_FORMAT = "logit-lineage-student-summary"
 GAP_CLOSED_MIN = 0.95  # of the sft → dense gap that compressed must close
 POWER_Z = 3.0  # paired standard errors that tell two targets apart
-MAIN = "main"  # chain A's shards; other formats are student.formats' variants
+MAIN = "main"  # the distillation chain's shards; other formats are student.formats' variants
 
 
 def group_key(method: str, fmt: str) -> str:
