@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_student_units import VOCAB, tiny  # noqa: F401  (the module's fixture)
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.fidelity.dense import dense_logits, sample_tokens
@@ -16,6 +15,7 @@ from logit_lineage.student.evaluate import evaluate_heldout
 from logit_lineage.student.forward import make_batch, teacher_rows_logits
 from logit_lineage.student.model import build_student, student_config
 from logit_lineage.student.train import TrainSettings, train_student
+from test_student_units import VOCAB, tiny  # noqa: F401  (the module's fixture)
 
 
 def dump_all(teacher, rows, path, *, dtype="float32", skip: int = 0):

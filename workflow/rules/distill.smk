@@ -286,22 +286,22 @@ rule summarize_logits:
         json=report(
             benchmarks("distill/summary.json"),
             caption="../report/distill_summary.rst",
-            category="Compressed logits (chain A)",
+            category="Compressed logits",
         ),
         nucleus=report(
             f"{DISTILL_DIR}/summary_nucleus.png",
             caption="../report/distill_nucleus.rst",
-            category="Compressed logits (chain A)",
+            category="Compressed logits",
         ),
         mass=report(
             f"{DISTILL_DIR}/summary_mass.png",
             caption="../report/distill_mass.rst",
-            category="Compressed logits (chain A)",
+            category="Compressed logits",
         ),
         shards=report(
             benchmarks("distill/summary_shards.png"),
             caption="../report/distill_shards.rst",
-            category="Compressed logits (chain A)",
+            category="Compressed logits",
         ),
     log:
         logs("distill/summarize_logits.log"),

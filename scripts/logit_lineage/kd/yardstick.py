@@ -43,7 +43,6 @@ def _student_rows(model, batch) -> torch.Tensor:
 @torch.no_grad()
 def _teacher_rows(teacher, batch) -> torch.Tensor:
     from logit_lineage.distill.teacher import decoder_hidden, head_logits
-
     from logit_lineage.kd.dense import DenseLogits
 
     targets = batch["targets"]
