@@ -1,13 +1,20 @@
-"""The compressed-logits parquet format (one row per example), version 2.
+"""The compressed-logits parquet format (one row per example), versions 2 and 3.
 
-Columns follow the original compression code's schema (index … logsumexp) plus what version 2 adds:
-`sampled_counts`, `sampled_threshold` (Gumbel-top-k threshold κ, for unbiased
-tail weights), `positions` (sequence position t of each stored token) and
-`token_ids` (the token at t). Row j of an example holds the teacher's
-distribution *for* token_ids[j], i.e. computed from the prefix ending at t−1.
-The key-value metadata carries `logit_lineage.format_version` and
-`logit_lineage.params` (JSON: vocab_size, index_high_bits, top_p, …).
-docs/FORMAT.md is the spec; readers refuse any other schema or version.
+Version 2 (SCHEMA; what extraction writes unless told otherwise) has the original
+compression code's columns (index … logsumexp: packed ids, uint16 logits quantized per token
+between float32 minima and maxima, float64 logsumexp) plus `sampled_counts`,
+`sampled_threshold` (Gumbel-top-k threshold κ, for unbiased tail weights), `positions`
+(sequence position t of each stored token) and `token_ids` (the token at t). Version 3
+(SCHEMA_V3, opt-in) holds the same records in fewer bytes: 8-bit log-probability codes on a
+fixed grid (nucleus step 1/16, tail step 1/8 nat) with a subtractive dither keyed by (seed,
+example index, position, part, id) (`formats.codes`), delta-coded within a token, tail
+samples stored by code then id, logsumexp and κ as float32, no per-token minima or maxima.
+In both, row j of an example holds the teacher's distribution *for* token_ids[j], i.e.
+computed from the prefix ending at t−1, and both decode to the same `DecodedExample`.
+The key-value metadata carries `logit_lineage.format_version` (2 or 3),
+`logit_lineage.params` (JSON: vocab_size, index_high_bits, top_p, …, seed) and, in version 3
+only, `logit_lineage.rounding` (the rule that turns codes into values).
+docs/FORMAT.md is the spec; readers refuse any other schema, version or rounding rule.
 """
 from __future__ import annotations
 
