@@ -50,7 +50,7 @@ def main(parquet, row, n_tokens, top, teacher, stats, as_json, plain):
     dists = token_distributions(ex)
     decode = str
     if teacher:
-        from logit_lineage.distill.teacher import load_tokenizer
+        from logit_lineage.teacher.load import load_tokenizer
 
         tok = load_tokenizer(teacher)
         decode = lambda i: tok.decode([int(i)])  # noqa: E731

@@ -315,12 +315,12 @@ def collate(items: list[dict], *, pad_id: int = 0, vocab_size: int | None = None
 
 def conversation_input_ids(tokenizer, conversations, *, column: str = "messages") -> Callable[[int], np.ndarray]:
     """An `input_ids_fn`: row `index` of a conversation dataset (a `datasets.Dataset`, or a
-    local/Hub dataset name for `distill.data.load_conversations`) tokenized with the chat
-    template exactly as the extraction did (`distill.chat.tokenize_conversation`)."""
-    from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_conversation
+    local/Hub dataset name for `teacher.data.load_conversations`) tokenized with the chat
+    template exactly as the extraction did (`teacher.chat.tokenize_conversation`)."""
+    from logit_lineage.teacher.chat import MaskOptions, check_messages, tokenize_conversation
 
     if isinstance(conversations, (str, Path)):
-        from logit_lineage.distill.data import load_conversations
+        from logit_lineage.teacher.data import load_conversations
 
         conversations = load_conversations(str(conversations), column=column)
 
