@@ -78,7 +78,7 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
     """Extraction params of a published dataset repo, from its card (`README.md` header)."""
     from huggingface_hub import hf_hub_download
 
-    from logit_lineage.hub.card_file import CARD_KEY, read_card
+    from logit_lineage.formats.card_file import CARD_KEY, read_card
 
     check_hub_id(repo_id, "shards", repo_type="dataset", local_hint=(
         "pass a local folder of shards (an absolute path, or one relative to the working directory)"))
@@ -94,7 +94,7 @@ def card_params(info, repo_id: str) -> dict:
     """The extraction params of a dataset card's `logit_lineage` entry, checked: a format
     version this reader understands, version 3's rounding rule (the files' own metadata
     key, which streamed rows do not carry), params shared by every shard."""
-    from logit_lineage.hub.card_file import CARD_KEY
+    from logit_lineage.formats.card_file import CARD_KEY
 
     if not isinstance(info, dict) or "extraction" not in info:
         raise LineageError(f"dataset card of '{repo_id}' has no '{CARD_KEY}.extraction' params "
