@@ -160,9 +160,9 @@ def load_demo(assets: DemoAssets):
 
 
 def demo_rows(tokenizer, ds, indices) -> list:
-    """distill.extract.Row objects for dataset rows `indices` (no think/eot exclusion)."""
-    from logit_lineage.distill.extract import Row
+    """teacher.data.Row objects for dataset rows `indices` (no think/eot exclusion)."""
     from logit_lineage.distill.inputs import mask_options, tokenize_row
+    from logit_lineage.teacher.data import Row
 
     opts = mask_options(False, False, ())
     rows = []

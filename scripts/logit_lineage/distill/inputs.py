@@ -56,7 +56,7 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
     The token counts must equal the lengths table's: a mismatch means the
     tokenizer, chat template or mask options changed since compute_lengths.
     """
-    from logit_lineage.distill.extract import Row
+    from logit_lineage.teacher.data import Row
 
     rows = []
     for index, n_total, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
