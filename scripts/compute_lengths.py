@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from logit_lineage.common.atomic import write_text
 from logit_lineage.common.cli import log, main_guard
-from logit_lineage.distill.data import load_conversations
 from logit_lineage.distill.inputs import mask_options, source_options, tokenize_row
 from logit_lineage.distill.lengths import write_lengths
-from logit_lineage.distill.teacher import load_tokenizer
+from logit_lineage.teacher.data import load_conversations
+from logit_lineage.teacher.load import load_tokenizer
 
 
 @click.command(help=__doc__)

@@ -22,9 +22,9 @@ import torch
 from logit_lineage.common.cli import log, main_guard
 from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.inputs import load_shard_rows, source_options
-from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 from logit_lineage.fidelity.dense import dense_logits, sample_tokens
 from logit_lineage.formats.dense_dump import DTYPES, DenseEntry, dump_paths, write_dense_dump
+from logit_lineage.teacher.load import check_head_matches_forward, load_teacher
 
 DISTILL = schema_defaults("distill")  # the config's defaults: one home, the schemas
 FIDELITY = schema_defaults("fidelity")

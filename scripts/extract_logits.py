@@ -24,10 +24,10 @@ from logit_lineage.common.cli import log, main_guard
 from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequested, extract_shard, partial_lock
 from logit_lineage.distill.inputs import load_shard_rows, source_options
-from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
 from logit_lineage.formats.fingerprints import shard_fingerprints
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.kd.tokenizer import tokenizer_record
+from logit_lineage.teacher.load import check_head_matches_forward, load_teacher
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: progress kept, rerun to finish
 DEFAULTS = schema_defaults("distill")  # the config's defaults: one home, the schema

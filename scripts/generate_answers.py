@@ -18,7 +18,7 @@ from logit_lineage.common.cli import log, main_guard
 from logit_lineage.common.schema import schema_defaults
 from logit_lineage.demo.dataset_file import write_conversations
 from logit_lineage.distill.answers import GenerationSettings, generate_answers, read_prompts
-from logit_lineage.distill.teacher import load_teacher, load_tokenizer
+from logit_lineage.teacher.load import load_teacher, load_tokenizer
 
 DEFAULTS = schema_defaults("distill", "generate")
 

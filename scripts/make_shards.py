@@ -13,8 +13,8 @@ import click
 import numpy as np
 
 from logit_lineage.common.cli import log, main_guard
-from logit_lineage.distill.batching import balanced_cuts
 from logit_lineage.distill.lengths import read_lengths, write_shard_plan
+from logit_lineage.teacher.batching import balanced_cuts
 
 
 @click.command(help=__doc__)

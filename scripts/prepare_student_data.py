@@ -43,10 +43,10 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @main_guard
 def main(teacher, revision, chat_template, dataset, split, dataset_config, messages_column, shards, heldout_every,
          heldout_max_examples, max_train_examples, output):
-    from logit_lineage.distill.data import load_conversations
-    from logit_lineage.distill.teacher import load_tokenizer
     from logit_lineage.student.data import prepare_examples
     from logit_lineage.student.examples_file import write_examples
+    from logit_lineage.teacher.data import load_conversations
+    from logit_lineage.teacher.load import load_tokenizer
 
     tokenizer = load_tokenizer(teacher, revision, chat_template)
     conversations = load_conversations(dataset, split=split, config=dataset_config, column=messages_column)

@@ -12,8 +12,8 @@ import click
 
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.card_file import write_card
 from logit_lineage.hub.card import card_body, card_metadata, summarize_shards
-from logit_lineage.hub.card_file import write_card
 from logit_lineage.hub.naming import shard_index
 from logit_lineage.hub.settings import HubSettings
 

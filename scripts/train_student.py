@@ -94,7 +94,6 @@ def main(method, seed, examples, shards, dense, format_label, teacher, revision,
 
     from logit_lineage.common.atomic import write_json
     from logit_lineage.common.errors import LineageError
-    from logit_lineage.distill.teacher import check_head_matches_forward, load_teacher
     from logit_lineage.formats.logits import storage
     from logit_lineage.student.data import batch_order, load_student_data, order_sha256
     from logit_lineage.student.eval_file import write_eval
@@ -109,6 +108,7 @@ def main(method, seed, examples, shards, dense, format_label, teacher, revision,
         student_config,
     )
     from logit_lineage.student.train import TrainSettings, train_student
+    from logit_lineage.teacher.load import check_head_matches_forward, load_teacher
 
     if not (0 < depth_fraction <= 1 and 0 < width_fraction <= 1):
         raise LineageError(f"--depth-fraction and --width-fraction must be in (0, 1], got {depth_fraction}, "

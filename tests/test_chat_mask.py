@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from logit_lineage.distill.chat import MaskOptions, tokenize_conversation
-from logit_lineage.distill.teacher import load_tokenizer
+from logit_lineage.teacher.chat import MaskOptions, tokenize_conversation
+from logit_lineage.teacher.load import load_tokenizer
 
 CHAT = [
     {"role": "system", "content": "Answer briefly."},

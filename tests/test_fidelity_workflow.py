@@ -1,6 +1,8 @@
 """The fidelity chain through real snakemake on the tiny configs."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import run_snakemake
@@ -56,7 +58,9 @@ def test_fidelity_config_switch_and_schema(tmp_path, tiny_configs):
     off.write_text("fidelity: {enabled: false}\n")
     bad.write_text("fidelity: {dense_dtype: int8}\n")
     dry = run_snakemake(tmp_path, "-n", configfiles=[*tiny_configs, off])
-    assert "dump_dense_logits" not in dry.stdout and "fidelity_report" not in dry.stdout
+    jobs = {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", dry.stdout, re.M)}  # the job table's rules
+    assert "dump_student_dense" in jobs  # the students' dense targets use the same script: not fidelity's
+    assert not {"dump_dense_logits", "fidelity_shard", "fidelity_report"} & jobs
     proc = run_snakemake(tmp_path, "-n", configfiles=[*tiny_configs, bad], check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "invalid config key 'fidelity.dense_dtype'" in out

@@ -10,7 +10,7 @@ import pytest
 from conftest import SCRIPTS, run_script, subprocess_env
 from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 from hubserver.shards import make_shards
-from logit_lineage.hub.card_file import read_card
+from logit_lineage.formats.card_file import read_card
 from logit_lineage.hub.receipt import read_receipt
 
 SCRIPTS_UNDER_TEST = ["create_hub_repo.py", "preupload_shard.py", "commit_shards.py", "render_dataset_card.py",

@@ -16,9 +16,9 @@ import pytest
 from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 from hubserver.shards import make_shard, make_shards
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.card_file import CARD_KEY, render_card
 from logit_lineage.hub import naming
 from logit_lineage.hub.card import card_body, card_metadata, summarize_shards
-from logit_lineage.hub.card_file import CARD_KEY, render_card
 from logit_lineage.hub.publish import CommitItem, commit_items, create_repo, preupload_shard, sha256_file
 from logit_lineage.hub.retry import RetryPolicy
 from logit_lineage.hub.settings import HubSettings

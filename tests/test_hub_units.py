@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.card_file import parse_card, read_card, render_card, write_card
 from logit_lineage.hub import naming
-from logit_lineage.hub.card_file import parse_card, read_card, render_card, write_card
 from logit_lineage.hub.receipt import make_receipt, read_receipt, write_receipt
 from logit_lineage.hub.redact import ScrubFilter, redact
 from logit_lineage.hub.retry import RetryPolicy, describe, is_transient

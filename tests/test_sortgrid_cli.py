@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import run_script
-from logit_lineage.formats.checkpoint_layout import to_split
 from logit_lineage.sortgrid.checkpoint import read_sort_checkpoint, save_sort_checkpoint
+from logit_lineage.sortgrid.checkpoint_layout import to_split
 from logit_lineage.sortgrid.table_file import read_csv
 
 STEM = "N16_d16_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK5to6_nodup1"

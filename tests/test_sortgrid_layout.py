@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.formats.checkpoint_layout import (
+from logit_lineage.sortgrid.checkpoint_layout import (
     MEDIUM,
     SMALL,
     adapt_to_target,

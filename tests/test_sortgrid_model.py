@@ -10,13 +10,13 @@ import torch
 import torch.nn as nn
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.formats.checkpoint_layout import SMALL, to_split
 from logit_lineage.sortgrid.checkpoint import (
     CHECKPOINT_KEYS,
     load_torch_file,
     read_sort_checkpoint,
     save_sort_checkpoint,
 )
+from logit_lineage.sortgrid.checkpoint_layout import SMALL, to_split
 from logit_lineage.sortgrid.data import LengthSampler, inputs_and_targets, sample_sequences
 from logit_lineage.sortgrid.evaluate import evaluate_checkpoint, evaluate_model
 from logit_lineage.sortgrid.model import SortGPT, SortModelConfig

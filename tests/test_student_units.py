@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.extract import ExtractionSettings, Row, StopFlag, extract_shard
+from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
 from logit_lineage.kd.dataset import CompressedLogitsDataset
 from logit_lineage.student import METHODS
 from logit_lineage.student.data import batch_order, load_student_data, order_sha256, split_heldout
@@ -29,6 +29,7 @@ from logit_lineage.student.model import (
 )
 from logit_lineage.student.table import summarize, summary_lines, table_rows
 from logit_lineage.student.train import TrainSettings, method_loss, train_student
+from logit_lineage.teacher.data import Row
 
 VOCAB = 64
 

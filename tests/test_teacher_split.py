@@ -14,15 +14,15 @@ import torch
 
 from conftest import run_snakemake
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.chat import MaskOptions
 from logit_lineage.distill.compress import Workspace
-from logit_lineage.distill.data import load_conversations
-from logit_lineage.distill.extract import ExtractionSettings, Row, compress_batch
+from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.distill.inputs import tokenize_row
-from logit_lineage.distill.teacher import balanced_device_map, head_with_inputs, load_teacher, load_tokenizer
-from logit_lineage.distill.teacher_source import resolve_teacher
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import build_table, write_logits_parquet
+from logit_lineage.teacher.chat import MaskOptions
+from logit_lineage.teacher.data import Row, load_conversations
+from logit_lineage.teacher.load import balanced_device_map, head_with_inputs, load_teacher, load_tokenizer
+from logit_lineage.teacher.source import resolve_teacher
 from slurm.support import write_site_profile
 
 # Layer 1, the final norm and the lm head on disk: head_with_inputs brings the head back

@@ -138,7 +138,7 @@ def rounding_shift(teacher, student, rec, *, grid=True, kind="forward_kl", estim
 
 def real_teacher_rows() -> torch.Tensor:
     """SmolLM2-135M-Instruct's rows at the assistant tokens of tests/test_real_teacher.py's chats."""
-    from logit_lineage.distill.teacher import load_teacher, load_tokenizer
+    from logit_lineage.teacher.load import load_teacher, load_tokenizer
     from test_real_teacher import CONVERSATIONS, SPEC, TEMPLATE, reference
 
     tok = load_tokenizer(SPEC, None, TEMPLATE)

@@ -10,7 +10,8 @@ Reading a shard needs numpy and pyarrow only::
 Training code uses `logit_lineage.kd` (torch): a dataset over shards, a collate
 function and unbiased sparse KD losses. One subpackage per workflow chain
 (`distill`, `hub`, `experts`, `sortgrid`, `fidelity`, `student`, `demo`);
-`formats` holds the on-disk formats.
+`formats` holds the on-disk formats and `teacher` the shared teacher layer
+(loading, chat tokenization, datasets, batching).
 """
 from logit_lineage.formats.logits import FORMAT_VERSION, DecodedExample, LogitsShard, read_metadata
 from logit_lineage.formats.reader import (

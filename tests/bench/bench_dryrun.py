@@ -179,11 +179,11 @@ def bare_snakefile(directives: bool = False) -> str:
 BARE_SNAKEFILE = bare_snakefile()
 
 
-# The workflow's file graph without the workflow: per shard the same five jobs with the same
+# The workflow's file graph without the workflow: per shard the same six jobs with the same
 # inputs and outputs as the real ones (shard rows; the distillation chain's extraction and the students'
 # format variant, each naming its code fingerprint, the teacher, the dataset and the shard;
-# the dense dump's three files; the fidelity job's dense dump, logits and code), the four
-# list jobs over all shards, code-fingerprint jobs of 30 modules each, and every rule's
+# the fidelity chain's and the students' dense dumps, three files each; the fidelity job's
+# dense dump, logits and code), the five list jobs over all shards, code-fingerprint jobs of 30 modules each, and every rule's
 # directives, but `touch` for a command and no params: what the lineage itself costs.
 MIRROR_SNAKEFILE = """N, E = int(config["shards"]), int(config["extra"])
 SHARDS = [f"{i:05d}" for i in range(N)]
@@ -265,8 +265,14 @@ rule fidelity:
     resources: mem_mb=2000, runtime=30
     shell: "touch {output}"
 
+use rule dump as student_dense with:
+    output: summary="student/dense/{s}.json", tensors="student/dense/{s}.safetensors", metadata="student/dense/{s}.metadata"
+    log: "logs/student_dense/{s}.log"
+    benchmark: "benchmarks/student_dense/{s}.tsv"
+
 LISTS = {"logits": "logits/{s}.txt", "benchmarks": "benchmarks/extract/{s}.tsv",
-         "fidelity": "fidelity/{s}.txt", "variant": "variant/logits/{s}.txt"}
+         "fidelity": "fidelity/{s}.txt", "variant": "variant/logits/{s}.txt",
+         "student_dense": "student/dense/{s}.json"}
 
 rule list_paths:
     input: code="code/list.sha256", files=lambda w: expand(LISTS[w.name], s=SHARDS)
@@ -293,7 +299,7 @@ rule fidelity_report:
     shell: "touch {output}"
 
 rule students:
-    input: code="code/students.sha256", logits="lists/logits.list", variant="lists/variant.list", teacher="teacher.txt"
+    input: code="code/students.sha256", logits="lists/logits.list", variant="lists/variant.list", dense="lists/student_dense.list", teacher="teacher.txt"
     output: "students.txt"
     log: "logs/students.log"
     conda: ENV
@@ -309,7 +315,7 @@ rule extra:
     resources: mem_mb=1000, runtime=5
     shell: "touch {output}"
 """
-MIRROR_FIXED_JOBS = 20  # jobs besides the five per shard and the fillers (with at least one filler)
+MIRROR_FIXED_JOBS = 21  # jobs besides the six per shard and the fillers (with at least one filler)
 
 
 def mirror_dry_run(n_shards: int, jobs: int, workdir: Path) -> dict:
@@ -317,7 +323,7 @@ def mirror_dry_run(n_shards: int, jobs: int, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     snakefile = workdir / "Snakefile"
     snakefile.write_text(MIRROR_SNAKEFILE)
-    extra = max(jobs - 5 * n_shards - MIRROR_FIXED_JOBS, 1)
+    extra = max(jobs - 6 * n_shards - MIRROR_FIXED_JOBS, 1)
     return dry_run(n_shards, workdir, snakefile=snakefile, config=[
         f"shards={n_shards}", f"extra={extra}", f"env={REPO / 'envs' / 'distill.yaml'}",
         f"modules={REPO / 'scripts' / 'logit_lineage'}"])

@@ -1,7 +1,7 @@
 """Benchmark 3: padding waste of token-budget batches over sorted shards vs fixed-size batches.
 
 Padding waste = 1 − real tokens / computed positions, where a batch computes
-batch size × its longest row (distill.batching.padding_fraction).
+batch size × its longest row (teacher.batching.padding_fraction).
 - ours: the workflow's path — kept rows sorted by (length, index), cut into
   shards by `balanced_cuts`, each shard batched by `plan_batches` with a token
   budget;
@@ -19,7 +19,7 @@ import numpy as np
 
 from benchlib import Result
 from context import BenchContext
-from logit_lineage.distill.batching import balanced_cuts, padding_fraction, plan_batches
+from logit_lineage.teacher.batching import balanced_cuts, padding_fraction, plan_batches
 from workloads import lognormal_lengths
 
 BENCH = "3 padding waste"

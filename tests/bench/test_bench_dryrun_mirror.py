@@ -31,7 +31,7 @@ def test_mirror_has_the_workflows_per_shard_inputs_and_jobs(tmp_path):
         mirror.append((n, mir))
     inputs, jobs = _per_shard(ours)
     assert (inputs, jobs) == _per_shard(mirror)
-    assert jobs == 5 and inputs >= 20  # five jobs per shard, each naming its inputs
+    assert jobs == 6 and inputs >= 24  # six jobs per shard, each naming its inputs
 
 
 def test_input_files_counts_every_listed_input():

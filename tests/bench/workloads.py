@@ -150,8 +150,8 @@ class DemoAssets:
 
 def load_demo(assets: DemoAssets):
     """(model, tokenizer, dataset) on CPU in float32, as extract_logits.py loads them."""
-    from logit_lineage.distill.data import load_conversations
-    from logit_lineage.distill.teacher import load_teacher, load_tokenizer
+    from logit_lineage.teacher.data import load_conversations
+    from logit_lineage.teacher.load import load_teacher, load_tokenizer
 
     tok = load_tokenizer(str(assets.teacher))
     model = load_teacher(str(assets.teacher), revision=None, dtype="float32", device="cpu")
@@ -160,9 +160,9 @@ def load_demo(assets: DemoAssets):
 
 
 def demo_rows(tokenizer, ds, indices) -> list:
-    """distill.extract.Row objects for dataset rows `indices` (no think/eot exclusion)."""
-    from logit_lineage.distill.extract import Row
+    """teacher.data.Row objects for dataset rows `indices` (no think/eot exclusion)."""
     from logit_lineage.distill.inputs import mask_options, tokenize_row
+    from logit_lineage.teacher.data import Row
 
     opts = mask_options(False, False, ())
     rows = []
@@ -176,7 +176,7 @@ def demo_rows(tokenizer, ds, indices) -> list:
 @torch.inference_mode()
 def demo_logit_rows(model, rows, limit: int) -> torch.Tensor:
     """Real float32 logits of the teacher at kept positions (the rows extraction compresses)."""
-    from logit_lineage.distill.teacher import decoder_hidden, head_logits
+    from logit_lineage.teacher.load import decoder_hidden, head_logits
 
     out, n = [], 0
     for r in rows:

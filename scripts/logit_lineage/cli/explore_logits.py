@@ -12,10 +12,11 @@ import json
 import click
 import numpy as np
 
+from logit_lineage.cli.colour_view import colour_view
 from logit_lineage.common.cli import main_guard
 from logit_lineage.common.errors import LineageError
 from logit_lineage.formats.logits import LogitsShard
-from logit_lineage.formats.reader import colour_view, nucleus_stats, token_distributions
+from logit_lineage.formats.reader import nucleus_stats, token_distributions
 
 
 @click.command(help=__doc__)
@@ -50,7 +51,7 @@ def main(parquet, row, n_tokens, top, teacher, stats, as_json, plain):
     dists = token_distributions(ex)
     decode = str
     if teacher:
-        from logit_lineage.distill.teacher import load_tokenizer
+        from logit_lineage.teacher.load import load_tokenizer
 
         tok = load_tokenizer(teacher)
         decode = lambda i: tok.decode([int(i)])  # noqa: E731

@@ -28,14 +28,14 @@ def main(checkpoint, convert_to):
 
     from logit_lineage.common.atomic import atomic_path
     from logit_lineage.common.errors import LineageError
-    from logit_lineage.formats.checkpoint_layout import (
+    from logit_lineage.sortgrid.checkpoint import find_state_dict, load_torch_file
+    from logit_lineage.sortgrid.checkpoint_layout import (
         LAYOUT_DESCRIPTIONS,
         VOCAB_KEY_RE,
         detect_layout,
         strip_wrapper_prefixes,
         to_fused,
     )
-    from logit_lineage.sortgrid.checkpoint import find_state_dict, load_torch_file
     from logit_lineage.sortgrid.names import parse_checkpoint_name
 
     obj = load_torch_file(checkpoint)

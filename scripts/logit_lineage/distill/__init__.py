@@ -1,1 +1,3 @@
-"""Domain logic of the distillation chain: teacher loading, chat tokenization, batching, compression."""
+"""Domain logic of the distillation chain: generated answers, lengths and shard plans,
+compression, per-shard extraction and the summary. The teacher layer it runs on
+(loading, chat tokenization, datasets, batching) is `logit_lineage.teacher`."""

@@ -30,10 +30,11 @@ import torch
 from tqdm import tqdm
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.batching import plan_batches
 from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
-from logit_lineage.distill.teacher import decoder_hidden, head_logits
 from logit_lineage.formats.logits import ExampleRecord, build_table, records_from_rows, write_logits_parquet
+from logit_lineage.teacher.batching import plan_batches
+from logit_lineage.teacher.data import Row
+from logit_lineage.teacher.load import decoder_hidden, head_logits
 
 log = logging.getLogger("logit_lineage")
 
@@ -74,13 +75,6 @@ class StopFlag:
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
             self.reason = self.TIMEOUT
         return self.reason
-
-
-@dataclass
-class Row:
-    index: int
-    ids: np.ndarray
-    kept: np.ndarray  # positions t whose distribution (from t−1) is stored
 
 
 def _units(rows: list[Row]):

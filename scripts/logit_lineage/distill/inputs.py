@@ -6,7 +6,7 @@ import numpy as np
 
 from logit_lineage.common.errors import LineageError, row_where
 from logit_lineage.common.schema import schema_defaults
-from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_conversation
+from logit_lineage.teacher.chat import MaskOptions, check_messages, tokenize_conversation
 
 
 def source_options(func):
@@ -56,7 +56,7 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
     The token counts must equal the lengths table's: a mismatch means the
     tokenizer, chat template or mask options changed since compute_lengths.
     """
-    from logit_lineage.distill.extract import Row
+    from logit_lineage.teacher.data import Row
 
     rows = []
     for index, n_total, n_kept in zip(shard["index"], shard["num_tokens"], shard["num_assistant_tokens"]):
@@ -74,9 +74,9 @@ def shard_rows(shard_path, shard, tokenizer, ds, column: str, opts: MaskOptions,
 def load_shard_rows(shard_path, *, teacher, revision, chat_template, dataset, split, dataset_config,
                     messages_column, limit, exclude_think, exclude_eot, eot_tokens):
     """(tokenizer, rows) of one shard, from `source_options` values, checked against the lengths table."""
-    from logit_lineage.distill.data import load_conversations
     from logit_lineage.distill.lengths import read_shard_rows
-    from logit_lineage.distill.teacher import load_tokenizer
+    from logit_lineage.teacher.data import load_conversations
+    from logit_lineage.teacher.load import load_tokenizer
 
     shard = read_shard_rows(shard_path).to_pandas()
     tokenizer = load_tokenizer(teacher, revision, chat_template)

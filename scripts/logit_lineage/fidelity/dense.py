@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from logit_lineage.distill.batching import plan_batches
-from logit_lineage.distill.extract import Row
-from logit_lineage.distill.teacher import decoder_hidden, head_logits
+from logit_lineage.teacher.batching import plan_batches
+from logit_lineage.teacher.data import Row
+from logit_lineage.teacher.load import decoder_hidden, head_logits
 
 
 @dataclass

@@ -1,3 +1,4 @@
 """On-disk formats read by more than one chain or by users: packed ids, quantization,
-the compressed-logits parquet and its reader, dense dumps (safetensors), checkpoint
-layouts. Nothing here imports torch, except the checkpoint-layout converter."""
+the compressed-logits parquet and its reader, dense dumps (safetensors), the Hub
+dataset card (`card_file`). Only the dense dumps and the safetensors writer use torch;
+the reader needs numpy and pyarrow only."""

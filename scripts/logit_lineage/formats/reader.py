@@ -1,5 +1,5 @@
 """Reader API for compressed logits: per-token distributions,
-unbiased tail weights, nucleus statistics and a colour-coded token view."""
+unbiased tail weights and nucleus statistics."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -96,21 +96,3 @@ def nucleus_stats(shard: LogitsShard) -> dict:
         "nucleus_mass_min": float(masses.min()),
         "histogram": {str(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))},
     }
-
-
-def colour_view(tokens: list[str], probs: list[float | None], ansi: bool = True) -> str:
-    """Tokens coloured by the teacher's probability of them (green ≥ .9 … red < .1)."""
-    out = []
-    for text, p in zip(tokens, probs):
-        if p is None:
-            code, tag = "35", "?"  # not stored: below nucleus and not sampled
-        elif p >= 0.9:
-            code, tag = "32", f"{p:.2f}"
-        elif p >= 0.5:
-            code, tag = "36", f"{p:.2f}"
-        elif p >= 0.1:
-            code, tag = "33", f"{p:.2f}"
-        else:
-            code, tag = "31", f"{p:.2f}"
-        out.append(f"\x1b[{code}m{text}\x1b[0m" if ansi else f"[{text}|{tag}]")
-    return "".join(out)

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.formats.card_file import CARD_KEY
 from logit_lineage.formats.codes import ROUNDING_RULE
-from logit_lineage.hub.card_file import CARD_KEY
 from logit_lineage.hub.naming import data_files_glob
 from logit_lineage.hub.shard_metadata import read_shard_metadata
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.hub.card_file import CARD_KEY, parse_card
+from logit_lineage.formats.card_file import CARD_KEY, parse_card
 from logit_lineage.hub.naming import CARD_PATH
 from logit_lineage.hub.publish import head_commit, remote_entries, same_content, sha256_file
 from logit_lineage.hub.retry import RetryPolicy

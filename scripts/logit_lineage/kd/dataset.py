@@ -78,7 +78,7 @@ def hub_card_params(repo_id: str, revision: str | None = None) -> dict:
     """Extraction params of a published dataset repo, from its card (`README.md` header)."""
     from huggingface_hub import hf_hub_download
 
-    from logit_lineage.hub.card_file import CARD_KEY, read_card
+    from logit_lineage.formats.card_file import CARD_KEY, read_card
 
     check_hub_id(repo_id, "shards", repo_type="dataset", local_hint=(
         "pass a local folder of shards (an absolute path, or one relative to the working directory)"))
@@ -94,7 +94,7 @@ def card_params(info, repo_id: str) -> dict:
     """The extraction params of a dataset card's `logit_lineage` entry, checked: a format
     version this reader understands, version 3's rounding rule (the files' own metadata
     key, which streamed rows do not carry), params shared by every shard."""
-    from logit_lineage.hub.card_file import CARD_KEY
+    from logit_lineage.formats.card_file import CARD_KEY
 
     if not isinstance(info, dict) or "extraction" not in info:
         raise LineageError(f"dataset card of '{repo_id}' has no '{CARD_KEY}.extraction' params "
@@ -315,12 +315,12 @@ def collate(items: list[dict], *, pad_id: int = 0, vocab_size: int | None = None
 
 def conversation_input_ids(tokenizer, conversations, *, column: str = "messages") -> Callable[[int], np.ndarray]:
     """An `input_ids_fn`: row `index` of a conversation dataset (a `datasets.Dataset`, or a
-    local/Hub dataset name for `distill.data.load_conversations`) tokenized with the chat
-    template exactly as the extraction did (`distill.chat.tokenize_conversation`)."""
-    from logit_lineage.distill.chat import MaskOptions, check_messages, tokenize_conversation
+    local/Hub dataset name for `teacher.data.load_conversations`) tokenized with the chat
+    template exactly as the extraction did (`teacher.chat.tokenize_conversation`)."""
+    from logit_lineage.teacher.chat import MaskOptions, check_messages, tokenize_conversation
 
     if isinstance(conversations, (str, Path)):
-        from logit_lineage.distill.data import load_conversations
+        from logit_lineage.teacher.data import load_conversations
 
         conversations = load_conversations(str(conversations), column=column)
 

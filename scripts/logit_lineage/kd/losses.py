@@ -315,7 +315,7 @@ def _undithered(g: torch.Tensor, ell: torch.Tensor, step: torch.Tensor, slopes, 
     slopes None: W = e^ℓ (the nucleus' p), ψ = e^(bℓ)ℓ^m with b = 1 + c, and the reading
     e^(bℓ̂)(ℓ̂ − D(b))^m / S(b) (`_window`) has expectation exactly ψ(ℓ). Otherwise W is the tail
     weight w(ℓ, κ̂) with slopes (a, a_ℓ) = (d log w/dℓ, da/dℓ) (`_tail_slopes`): the window's
-    mean is ψ + h²/24·ψ'' + h⁴/1920·ψ + …, and ψ(ℓ̂) − h²/24·ψ(ℓ̂) leaves −7h⁴/5760·ψ
+    mean is ψ + h²/24·ψ'' + h⁴/1920·ψ'''' + …, and ψ(ℓ̂) − h²/24·ψ''(ℓ̂) leaves −7h⁴/5760·ψ''''
     (docs/FORMAT.md). step 0 (exact values) reads ψ(ℓ̂) as is.
     """
     if slopes is None:

@@ -27,7 +27,7 @@ def tokenizer_record(teacher: str, revision: str | None, tokenizer) -> dict:
     """The `teacher_tokenizer` params entry extraction writes: enough to rebuild `tokenizer`."""
     import transformers
 
-    from logit_lineage.distill.teacher_source import GGUF_SUFFIX, PKG_PREFIX
+    from logit_lineage.teacher.source import GGUF_SUFFIX, PKG_PREFIX
 
     spec = str(teacher)
     gguf = Path(spec.removeprefix(PKG_PREFIX)).name if spec.lower().endswith(GGUF_SUFFIX) else None
@@ -57,7 +57,7 @@ def _shard_params(shard_or_repo, revision: str | None) -> tuple[dict, str, Path 
 def _locate(spec: str, shard: Path | None) -> str:
     """A relative folder or file recorded at extraction is relative to the run's working
     directory: found from here, or from the folders above the shard (results/… lives there)."""
-    from logit_lineage.distill.teacher_source import PKG_PREFIX
+    from logit_lineage.teacher.source import PKG_PREFIX
 
     if spec.startswith(PKG_PREFIX) or Path(spec).is_absolute() or Path(spec).exists() or shard is None:
         return spec
@@ -78,8 +78,8 @@ def teacher_tokenizer(shard_or_repo, *, teacher: str | None = None, revision: st
     """
     from transformers import AutoTokenizer
 
-    from logit_lineage.distill.teacher_source import explain_load_error, resolve_teacher
     from logit_lineage.formats.fingerprints import check_student_tokenizer
+    from logit_lineage.teacher.source import explain_load_error, resolve_teacher
 
     params, where, shard = _shard_params(shard_or_repo, revision)
     record = params.get(RECORD_KEY)

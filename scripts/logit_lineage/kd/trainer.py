@@ -297,7 +297,7 @@ class KDTrainer(Trainer):
                                                                               torch.Tensor | None]:
         """(logits [N, V] or None, last hidden states [N, d] or None) at the rows predicting the
         stored tokens, in `targets.flat()` order."""
-        from logit_lineage.distill.teacher import head_logits
+        from logit_lineage.teacher.load import head_logits
 
         ids, mask, targets = batch["input_ids"], batch["attention_mask"], batch["targets"]
         b, t = targets.student_index(ids.shape[1])
@@ -322,7 +322,7 @@ class KDTrainer(Trainer):
     @staticmethod
     @torch.no_grad()
     def _head_matches(model, hidden, logits) -> bool:
-        from logit_lineage.distill.teacher import head_logits
+        from logit_lineage.teacher.load import head_logits
 
         ref = logits[:, -1].float()
         ours = head_logits(model, hidden[:, -1])
@@ -331,7 +331,7 @@ class KDTrainer(Trainer):
 
     @torch.no_grad()
     def _teacher_rows(self, batch) -> torch.Tensor:
-        from logit_lineage.distill.teacher import decoder_hidden, head_logits
+        from logit_lineage.teacher.load import decoder_hidden, head_logits
 
         ids, targets = batch["input_ids"], batch["targets"]
         if isinstance(self.teacher, DenseLogits):

@@ -32,7 +32,7 @@ def _flat_grad(params) -> torch.Tensor:
 
 
 def _student_rows(model, batch) -> torch.Tensor:
-    from logit_lineage.distill.teacher import decoder_hidden, head_logits
+    from logit_lineage.teacher.load import decoder_hidden, head_logits
 
     targets = batch["targets"]
     b, t = targets.student_index(batch["input_ids"].shape[1])
@@ -42,8 +42,8 @@ def _student_rows(model, batch) -> torch.Tensor:
 
 @torch.no_grad()
 def _teacher_rows(teacher, batch) -> torch.Tensor:
-    from logit_lineage.distill.teacher import decoder_hidden, head_logits
     from logit_lineage.kd.dense import DenseLogits
+    from logit_lineage.teacher.load import decoder_hidden, head_logits
 
     targets = batch["targets"]
     if isinstance(teacher, DenseLogits):

@@ -2,7 +2,7 @@
 
 A sort checkpoint (as the original sort-grid runs wrote it) is a dict with exactly these keys:
 
-    model_state_dict      name -> tensor, fused attention layout (see codec.checkpoint_layout)
+    model_state_dict      name -> tensor, fused attention layout (see sortgrid.checkpoint_layout)
     optimizer_state_dict  torch.optim.AdamW.state_dict()
     config                the run's full configuration as plain data (str/int/float/bool/None,
                           lists and dicts of those): never a pickled class

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.formats.checkpoint_layout import adapt_to_target, normalize_sort_state_dict
 from logit_lineage.sortgrid.checkpoint import SortCheckpoint, read_sort_checkpoint
+from logit_lineage.sortgrid.checkpoint_layout import adapt_to_target, normalize_sort_state_dict
 from logit_lineage.sortgrid.data import inputs_and_targets, sample_sequences
 from logit_lineage.sortgrid.model import MODEL_CONFIG_KEYS, SortGPT, SortModelConfig
 from logit_lineage.sortgrid.names import CheckpointName, parse_checkpoint_name

@@ -1,6 +1,6 @@
 """A small GPT for sorting: no positional embedding, fused attention (`qkvo_w`).
 
-State-dict keys (the fused `medium` layout of codec.checkpoint_layout):
+State-dict keys (the fused `medium` layout of sortgrid.checkpoint_layout):
     wte.weight [V, d]; wpe.weight [T, d] only with positional embeddings;
     blocks.<i>.ln_1.{weight,bias}, blocks.<i>.attn.qkvo_w [4, d, d],
     blocks.<i>.ln_2.{weight,bias}, blocks.<i>.mlp.fc_w [4d, d], blocks.<i>.mlp.proj_w [d, 4d]

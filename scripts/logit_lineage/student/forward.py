@@ -37,8 +37,8 @@ def rows_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, ro
 def teacher_rows_logits(teacher, batch: dict) -> torch.Tensor:
     """The teacher's logits [N, V] (float32) at the batch's student rows, exactly as its forward
     computes them, or read from its dense dumps (`kd.dense.DenseLogits`)."""
-    from logit_lineage.distill.teacher import decoder_hidden, head_logits
     from logit_lineage.kd.dense import DenseLogits
+    from logit_lineage.teacher.load import decoder_hidden, head_logits
 
     if isinstance(teacher, DenseLogits):
         return teacher.rows(batch["index"], batch["targets"])

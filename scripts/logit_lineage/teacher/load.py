@@ -1,7 +1,7 @@
 """Load a teacher and compute its logits exactly as its own `forward` does.
 
 A teacher is a Hub id, a `save_pretrained` directory, a `.gguf` file or a
-`pkg:<package>/<file>` spec (`teacher_source`); it loads on one device or split
+`pkg:<package>/<file>` spec (`teacher.source`); it loads on one device or split
 over several GPUs (`load_teacher(gpus=…)`).
 
 The lm head runs only on kept positions: the decoder body gives hidden states,
@@ -17,7 +17,7 @@ import logging
 import torch
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.teacher_source import TeacherSource, explain_load_error, resolve_teacher
+from logit_lineage.teacher.source import TeacherSource, explain_load_error, resolve_teacher
 
 log = logging.getLogger("logit_lineage")
 
@@ -38,7 +38,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, chat_template: str | None = None):
-    """The teacher's tokenizer (Hub id, directory, .gguf file or pkg: spec; see teacher_source),
+    """The teacher's tokenizer (Hub id, directory, .gguf file or pkg: spec; see teacher.source),
     with `chat_template` (a file) replacing the tokenizer's own template when given."""
     from transformers import AutoTokenizer
 
@@ -219,7 +219,7 @@ def check_split_model(model) -> None:
     if embed != first or head != first or first.type == "meta":
         raise LineageError(
             f"teacher split badly: input embedding on {embed}, lm head on {head}, first parameter on {first}; "
-            "they must share one compute device (see distill.teacher.head_with_inputs)")
+            "they must share one compute device (see teacher.load.head_with_inputs)")
 
 
 def decoder_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

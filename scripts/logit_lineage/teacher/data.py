@@ -1,13 +1,24 @@
-"""Conversation datasets: a local parquet/jsonl/json file or a Hub dataset id."""
+"""Conversation datasets (a local parquet/jsonl/json file or a Hub dataset id) and
+`Row`, one tokenized dataset row as the teacher's forward takes it."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.common.locations import check_local_or_hub
 
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+@dataclass
+class Row:
+    index: int
+    ids: np.ndarray
+    kept: np.ndarray  # positions t whose distribution (from t−1) is stored
 
 
 def _read_local(path: Path):
