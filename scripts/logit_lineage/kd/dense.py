@@ -52,9 +52,6 @@ class DenseLogits:
     def __len__(self) -> int:
         return len(self._where)
 
-    def __contains__(self, key: tuple[int, int]) -> bool:
-        return (int(key[0]), int(key[1])) in self._where
-
     def _tensor(self, n: int, key: str) -> torch.Tensor:
         fh = self._handles.get(n)
         if fh is None:  # one open file per dump, kept: safetensors maps it, reads are page-cache copies
