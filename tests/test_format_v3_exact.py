@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logit_lineage.formats import codes
+from logit_lineage.formats import codes, tail
 from logit_lineage.kd.losses import _tail_slopes, _undithered
 from v3_exact import NODES, WEIGHTS, compressed_record, real_teacher_rows, rounding_shift
 
@@ -50,13 +50,13 @@ def test_nucleus_readings_are_exactly_unbiased(lp, inv_t, m):
 def _psi(kind: str, ell, kappa_hat):
     """What the losses read from tail codes: the weight w (CE, forward KL), w log p (entropy),
     log p / q = w e^(−ℓ) log p (reverse KL), w p^(−1/2) (T = 2)."""
-    w = codes.tail_weights(ell, kappa_hat)
+    w = tail.tail_weights(ell, kappa_hat)
     return {"w": w, "entropy": w * ell, "reverse": ell * w * np.exp(-ell), "t2": w * np.exp(-0.5 * ell)}[kind]
 
 
 def _read(kind: str, ell: np.ndarray, kappa_hat: float) -> np.ndarray:
     t = torch.from_numpy(np.asarray(ell, np.float64))
-    w = torch.from_numpy(codes.tail_weights(ell, kappa_hat))
+    w = torch.from_numpy(tail.tail_weights(ell, kappa_hat))
     slopes = _tail_slopes(t, w, torch.ones_like(t, dtype=torch.bool))
     g, c, m = {"w": (w, 0.0, 0), "entropy": (w, 0.0, 1), "reverse": (w * torch.exp(-t), -1.0, 1),
                "t2": (w * torch.exp(-0.5 * t), -0.5, 0)}[kind]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logit_lineage.distill.compress import RandomNoise, Workspace, compress_rows
-from logit_lineage.formats.codes import log_inclusion
+from logit_lineage.formats.tail import log_inclusion
 from logit_lineage.kd import dense_kd_loss, hard_label_loss, kd_loss, targets_from_compressed
 from logit_lineage.kd.targets import collate_targets
 

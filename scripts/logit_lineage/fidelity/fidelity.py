@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 
-from logit_lineage.formats.reader import inclusion_probabilities
+from logit_lineage.formats.tail import estimate_expectation as _estimate
+from logit_lineage.formats.tail import tail_weights
 
 MASS_FLOOR = 1e-12
 STUDENTS = ("teacher_t", "uniform")
@@ -47,22 +48,10 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
 
 
-def importance_weights(sampled_logprobs: np.ndarray, threshold: float) -> np.ndarray:
-    """p̂_i / q_i for the tail samples (q_i = 1 when κ = −∞: the whole tail was taken)."""
-    lp = np.asarray(sampled_logprobs, dtype=np.float64)
-    if lp.size == 0:
-        return lp
-    if not np.isfinite(threshold):
-        return np.exp(lp)
-    q = inclusion_probabilities(lp, threshold)
-    return np.exp(lp) / q
-
-
 def estimate_expectation(nucleus_logprobs, nucleus_values, sampled_logprobs, sampled_values, threshold) -> float:
     """Σ_i p_i f_i from a record: nucleus exactly + importance-weighted tail samples."""
-    head = float(np.dot(np.exp(np.asarray(nucleus_logprobs, dtype=np.float64)), nucleus_values))
-    tail = float(np.dot(importance_weights(sampled_logprobs, threshold), sampled_values))
-    return head + tail
+    return _estimate(np.exp(np.asarray(nucleus_logprobs, dtype=np.float64)), nucleus_values,
+                     tail_weights(sampled_logprobs, threshold), sampled_values)
 
 
 def nucleus_only_expectation(nucleus_logprobs, nucleus_values) -> float:

@@ -57,21 +57,6 @@ def dither(seed: int, example_index: int, positions, ids, part: int) -> np.ndarr
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def log_inclusion(logprobs, threshold) -> np.ndarray:
-    """log q = log(1 − exp(−exp(log p − κ))) (float64), stable at both ends: −expm1 keeps
-    full precision for tiny exp(log p − κ), and below exp's range (log p − κ < −700)
-    log q = log p − κ. κ = −inf gives log q = 0 (q = 1: the whole tail was kept)."""
-    d = np.asarray(logprobs, dtype=np.float64) - np.asarray(threshold, dtype=np.float64)
-    with np.errstate(divide="ignore", over="ignore"):
-        return np.where(d < -700.0, d, np.log(-np.expm1(-np.exp(np.maximum(d, -700.0)))))
-
-
-def tail_weights(logprobs, threshold) -> np.ndarray:
-    """w = p / q for tail samples, computed as exp(log p − log q) (float64); ≈ e^κ for p ≪ e^κ."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    return np.exp(lp - log_inclusion(lp, threshold))
-
-
 def encode(logprobs, u, step: float) -> np.ndarray:
     """uint8 codes ⌊x + u⌋ of log-probabilities (≤ 0), x = clip(−log p / step, 0, MAX_CODE)."""
     x = -np.asarray(logprobs, dtype=np.float64) / step

@@ -7,23 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from logit_lineage.formats.logits import DecodedExample, LogitsShard
+from logit_lineage.formats.tail import estimate_expectation as _estimate
+from logit_lineage.formats.tail import inclusion_probabilities, tail_weights
 
-
-def inclusion_probabilities(logprobs, threshold) -> np.ndarray:
-    """q_i = 1 − exp(−exp(log p_i − κ)): the chance that tail token i is in a
-    Gumbel-top-k sample with threshold κ (priority sampling); float64."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    kappa = np.asarray(threshold, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return -np.expm1(-np.exp(lp - kappa))
-
-
-def tail_weights(logprobs, threshold) -> np.ndarray:
-    """Importance weights p_i / q_i of tail samples: Σ w_i f(i) estimates Σ_tail p_i f(i)
-    without bias (0 where q_i underflows, which a sampled token never does)."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    q = inclusion_probabilities(lp, threshold)
-    return np.where(q > 0, np.exp(lp) / np.where(q > 0, q, 1.0), 0.0)
+__all__ = ["TokenDistribution", "estimate_expectation", "inclusion_probabilities", "nucleus_stats", "tail_weights",
+           "token_distributions"]
 
 
 @dataclass
@@ -70,7 +58,7 @@ def estimate_expectation(dist: TokenDistribution, values: np.ndarray) -> float:
 
     `values` is f over the whole vocabulary.
     """
-    return float(dist.top_probs @ values[dist.top_ids] + dist.tail_weights @ values[dist.sampled_ids])
+    return _estimate(dist.top_probs, values[dist.top_ids], dist.tail_weights, values[dist.sampled_ids])
 
 
 def nucleus_stats(shard: LogitsShard) -> dict:

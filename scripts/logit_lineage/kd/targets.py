@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from logit_lineage.formats.codes import tail_weights  # the format's own weight math
+from logit_lineage.formats.tail import tail_weights  # the one home of the weight maths
 
 
 def _segments(counts: np.ndarray) -> np.ndarray:
