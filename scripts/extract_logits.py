@@ -26,6 +26,7 @@ from logit_lineage.distill.extract import ExtractionSettings, StopFlag, StopRequ
 from logit_lineage.distill.inputs import load_shard_rows, source_options
 from logit_lineage.formats.fingerprints import shard_fingerprints
 from logit_lineage.formats.indices import high_bits_for_vocab
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.tokenizer import tokenizer_record
 from logit_lineage.teacher.load import check_head_matches_forward, load_teacher
 
@@ -94,11 +95,13 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
         log.info("lm head on kept positions matches the model's forward (max |Δlogit| %.2e)", diff)
 
 
+    compression = CompressionParams(format_version=int(format_version), top_p=top_p,
+                                    top_p_max_elements=top_p_max_elements, sampled_n=sampled_n)
     params = {
         "teacher": teacher_label or teacher, "teacher_revision": revision,
         "dataset": dataset_label or dataset, "dataset_split": split, "dataset_config": dataset_config,
         "vocab_size": vocab, "index_high_bits": high_bits_for_vocab(vocab),
-        "top_p": top_p, "top_p_max_elements": top_p_max_elements, "sampled_n": sampled_n, "seed": seed,
+        **compression.metadata_params(), "seed": seed,
         "exclude_think": exclude_think, "exclude_eot": exclude_eot,
         "quantization": QUANTIZATION[format_version], "alignment": "row for token t is computed at position t-1",
         "sampler": "gumbel-top-k as exponential race (float64) with threshold; draws seeded per (seed, index, 64-token block, round)",
@@ -113,8 +116,8 @@ def main(teacher, revision, chat_template, dataset, split, dataset_config, messa
     # fewer, larger kernels are what makes the compression cheap next to the forward.
     on_gpu = next(model.parameters()).device.type == "cuda"
     chunk_rows = head_chunk_rows or max(1, (1 << (26 if on_gpu else 22)) // vocab)
-    settings = ExtractionSettings(top_p, top_p_max_elements, sampled_n, seed, token_budget, max_batch_size,
-                                  chunk_rows, format_version=int(format_version))
+    settings = ExtractionSettings(compression=compression, seed=seed, token_budget=token_budget,
+                                  max_batch_size=max_batch_size, head_chunk_rows=chunk_rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
         stats = extract_shard(model, rows, settings, params, output, pad_id, stop, lock)

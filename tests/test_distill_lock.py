@@ -14,6 +14,7 @@ import pytest
 from conftest import SCRIPTS, extract_args, run_script, subprocess_env
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.extract import ExtractionSettings, PartialLock, StopFlag, extract_shard
+from logit_lineage.formats.params import CompressionParams
 
 # The first writer: the real extraction script, paused after its first batch until the
 # test creates the gate file (it touches <gate>.waiting when it gets there).
@@ -111,7 +112,7 @@ def test_a_killed_writer_leaves_no_lock_that_blocks_the_rerun(shard, reference, 
 # --- in-process: a held lock guards even a stale partial ---------------------------------
 
 def _settings():
-    return ExtractionSettings(top_p=0.9, cap=10, sampled_n=2, seed=1, token_budget=100, max_batch_size=4,
+    return ExtractionSettings(compression=CompressionParams(format_version=2, top_p=0.9, top_p_max_elements=10, sampled_n=2), seed=1, token_budget=100, max_batch_size=4,
                               head_chunk_rows=64)
 
 

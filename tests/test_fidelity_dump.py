@@ -14,6 +14,7 @@ from logit_lineage.fidelity.report import aggregate, compare_shard, format_headl
 from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, write_dense_dump
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import LogitsShard, build_table, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.data import Row
 
 VOCAB = 90
@@ -76,7 +77,7 @@ def shard_pair(model, tmp_path_factory):
     """A compressed shard from the extractor's own compress_batch and a dense dump of it."""
     tmp = tmp_path_factory.mktemp("pair")
     rows = make_rows()
-    settings = ExtractionSettings(top_p=0.9, cap=20, sampled_n=6, seed=5, token_budget=200, max_batch_size=8,
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=0.9, top_p_max_elements=20, sampled_n=6), seed=5, token_budget=200, max_batch_size=8,
                                   head_chunk_rows=16)
     records = compress_batch(model, rows, settings, 0, Workspace(), torch.Generator())
     params = {"vocab_size": VOCAB, "index_high_bits": high_bits_for_vocab(VOCAB), "top_p": 0.9,

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY_CONFIGS, run_snakemake, subprocess_env
+from conftest import TINY_CONFIGS, run_snakemake, subprocess_env
 from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 
 pytestmark = [pytest.mark.workflow,
               pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
 
-CHAIN_A = "rule extract_logits" in (REPO / "workflow/rules/distill.smk").read_text()
-needs_chain_a = pytest.mark.skipif(not CHAIN_A, reason="chain A's extract_logits rule is not in the workflow yet")
 REPO_ID = "org/tiny-logits"
 # Smaller than the tiny overlays: publishing does not care how good the teacher is.
 SMALL = {"demo": {"n_conversations": 40, "train_steps": 2, "hidden_size": 16, "num_layers": 1,
@@ -32,11 +30,9 @@ def _write_config(path: Path, data: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chain_a_workdir(tmp_path_factory) -> Path:
+def distill_workdir(tmp_path_factory) -> Path:
     """The distillation chain's shards, built once per module (publishing off)."""
-    if not CHAIN_A:
-        pytest.skip("chain A is not in the workflow yet")
-    workdir = tmp_path_factory.mktemp("chain_a")
+    workdir = tmp_path_factory.mktemp("distill")
     small = _write_config(workdir.parent / "small.yaml", SMALL)
     run_snakemake(workdir, "--until", "extract_logits", "-c2", configfiles=[*TINY_CONFIGS, small])
     assert len(list((workdir / "results/distill/logits").glob("shard-*.parquet"))) == N
@@ -44,9 +40,9 @@ def chain_a_workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def workdir(chain_a_workdir, tmp_path) -> Path:
+def workdir(distill_workdir, tmp_path) -> Path:
     # copytree keeps mtimes and .snakemake's records, so the distillation chain is up to date in the copy.
-    return Path(shutil.copytree(chain_a_workdir, tmp_path / "wd", symlinks=True))
+    return Path(shutil.copytree(distill_workdir, tmp_path / "wd", symlinks=True))
 
 
 def _configs(tmp_path: Path, **hub) -> list[Path]:
@@ -67,7 +63,6 @@ def _assert_no_token(workdir: Path, token: str, *texts: str) -> None:
     assert all(token not in text for text in texts)
 
 
-@needs_chain_a
 def test_workflow_publishes_idempotently(workdir, tmp_path, hub_server, hub_env, hub_token):
     from huggingface_hub import DatasetCard, hf_hub_download
 
@@ -119,7 +114,6 @@ def test_workflow_publishes_idempotently(workdir, tmp_path, hub_server, hub_env,
     _assert_no_token(workdir, hub_token)
 
 
-@needs_chain_a
 def test_workflow_failure_leaves_no_receipt_and_shards_untouched(workdir, tmp_path, hub_server, hub_env,
                                                                  hub_token):
     env = subprocess_env(**hub_env)
@@ -145,7 +139,6 @@ def test_default_config_does_not_publish(tmp_path):
     assert not [job for job in _job_counts(proc.stdout) if job.startswith("hub_")]
 
 
-@needs_chain_a
 @pytest.mark.parametrize("n_shards, per_commit, commits", [(1000, 100, 10), (7, 3, 3)])
 def test_dag_commit_count_on_paper(tmp_path, n_shards, per_commit, commits):
     config = _write_config(tmp_path / "scale.yaml", {"distill": {"n_shards": n_shards},

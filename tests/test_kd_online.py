@@ -23,6 +23,7 @@ from logit_lineage.common.schema import schema_defaults
 from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
 from logit_lineage.formats.logits import LogitsShard, build_table, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd import CompressedLogitsDataset, SparseTargets, compressed_records, shard_params, sparse_targets
 from logit_lineage.teacher.data import Row
 
@@ -99,8 +100,8 @@ def test_online_targets_equal_an_extracted_shard_read_back(tmp_path, version):
         input_ids[e, :n] = torch.from_numpy(ids)
     seed = 11
     d = schema_defaults("distill")
-    st_ = ExtractionSettings(d["top_p"], d["top_p_max_elements"], d["sampled_n"], seed, token_budget=300,
-                             max_batch_size=2, head_chunk_rows=70, format_version=version)
+    st_ = ExtractionSettings(compression=CompressionParams.from_config({**d, "format_version": version}), seed=seed,
+                             token_budget=300, max_batch_size=2, head_chunk_rows=70)
     out = tmp_path / "shard.parquet"
     extract_shard(_Teacher(bank), rows, st_, shard_params(VOCAB, seed), out, 0, StopFlag())
     ds = CompressedLogitsDataset(str(out))

@@ -20,6 +20,7 @@ from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd import CompressedLogitsDataset, KDDataCollator, KDTrainer, dense_kd_loss, hard_label_loss, kd_loss
 from logit_lineage.kd.losses import ESTIMATORS, KINDS
 from logit_lineage.kd.targets import targets_from_compressed
@@ -61,7 +62,7 @@ def tiny(tmp_path_factory):
     for i in range(N_TRAIN + N_HELD):
         n = int(rng.integers(12, LENGTH + 1))  # varying lengths: varying token counts per example
         rows.append(Row(i, seqs[i, :n].numpy().astype(np.int64), np.arange(n // 3, n, dtype=np.int64)))
-    cfg = ExtractionSettings(top_p=0.98, cap=20, sampled_n=8, seed=5, token_budget=512, max_batch_size=64,
+    cfg = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=0.98, top_p_max_elements=20, sampled_n=8), seed=5, token_budget=512, max_batch_size=64,
                              head_chunk_rows=256)
     params = {"vocab_size": VOCAB, "index_high_bits": 0, "top_p": 0.98, "top_p_max_elements": 20, "sampled_n": 8,
               "seed": 5, "teacher": "tiny"}

@@ -12,6 +12,7 @@ import torch
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.dataset import CompressedLogitsDataset
 from logit_lineage.student import METHODS
 from logit_lineage.student.data import batch_order, load_student_data, order_sha256, split_heldout
@@ -66,7 +67,7 @@ def tiny(tmp_path_factory):
         ids = seqs[index, :n].numpy().astype(np.int64)
         kept = np.arange(n // 3, n, dtype=np.int64)  # the "assistant" part
         rows.append(Row(index, ids, kept))
-    settings = ExtractionSettings(top_p=0.98, cap=20, sampled_n=8, seed=5, token_budget=512, max_batch_size=64,
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=0.98, top_p_max_elements=20, sampled_n=8), seed=5, token_budget=512, max_batch_size=64,
                                   head_chunk_rows=256)
     shard = root / "shard-00000.parquet"
     params = {"vocab_size": VOCAB, "index_high_bits": 0, "top_p": 0.98, "top_p_max_elements": 20, "sampled_n": 8,

@@ -8,6 +8,7 @@ import torch
 
 from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, compress_batch
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
 
@@ -38,8 +39,9 @@ def successor_teacher():
 
 
 def settings(**kw):
-    base = dict(top_p=0.98, cap=100, sampled_n=4, seed=3, token_budget=4096, max_batch_size=64, head_chunk_rows=7)
-    return ExtractionSettings(**(base | kw))
+    compression = dict(format_version=2, top_p=0.98, top_p_max_elements=100, sampled_n=4) | kw
+    return ExtractionSettings(compression=CompressionParams(**compression), seed=3, token_budget=4096,
+                              max_batch_size=64, head_chunk_rows=7)
 
 
 def chain(start, n):
@@ -83,7 +85,7 @@ def test_softcapped_logits_equal_the_models_forward(softcapped_teacher):
     ids = torch.randint(0, 64, (24,), generator=torch.Generator().manual_seed(1)).numpy()
     row = Row(index=0, ids=ids, kept=np.arange(1, 24))
     # top_p 1 with cap = vocab keeps the whole distribution, so it can be compared entry by entry.
-    (rec,) = compress_batch(model, [row], settings(top_p=1.0, cap=64, sampled_n=0), 0, Workspace(),
+    (rec,) = compress_batch(model, [row], settings(top_p=1.0, top_p_max_elements=64, sampled_n=0), 0, Workspace(),
                             torch.Generator())
     with torch.no_grad():
         ref = torch.log_softmax(model(input_ids=torch.from_numpy(ids)[None]).logits[0].double(), -1)

@@ -19,6 +19,7 @@ from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.distill.inputs import tokenize_row
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import build_table, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.chat import MaskOptions
 from logit_lineage.teacher.data import Row, load_conversations
 from logit_lineage.teacher.load import balanced_device_map, head_with_inputs, load_teacher, load_tokenizer
@@ -33,7 +34,7 @@ SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0
 
 def extract(model, rows, path, vocab):
     """The shard extract_logits would write for `rows` (three token-budget batches)."""
-    settings = ExtractionSettings(top_p=0.98, cap=100, sampled_n=8, seed=5, token_budget=4096, max_batch_size=64,
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=0.98, top_p_max_elements=100, sampled_n=8), seed=5, token_budget=4096, max_batch_size=64,
                                   head_chunk_rows=50)
     records = []
     for batch in (rows[:3], rows[3:7], rows[7:]):

@@ -25,6 +25,7 @@ from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, _records, extract_shard
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import build_table, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.data import Row
 from workloads import embed_rows, zipf_logits
 
@@ -89,7 +90,8 @@ def run(ctx: BenchContext) -> list[Result]:
     vocab = int(model.get_output_embeddings().weight.shape[0])
     rows = ctx.demo_shard_rows
     ctx.log(f"[bench 2] demo teacher: extract_shard over {len(rows)} examples")
-    settings = ExtractionSettings(TOP_P, CAP, SAMPLED_N, SEED, 4096, 256, max(1, (1 << 22) // vocab))
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=TOP_P, top_p_max_elements=CAP, sampled_n=SAMPLED_N), seed=SEED,
+                                  token_budget=4096, max_batch_size=256, head_chunk_rows=max(1, (1 << 22) // vocab))
     path = ctx.tmp / "demo-shard.parquet"
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     stats = extract_shard(model, rows, settings, params(vocab), path, pad, StopFlag(None))

@@ -30,6 +30,7 @@ from benchlib import Result, fmt_rate, paired_times
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
 from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, _chunks, _units, batch_hidden, compress_batch
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
 from logit_lineage.teacher.load import head_logits
 
@@ -60,7 +61,8 @@ def setup(ctx: BenchContext):
     model, tok, _ = ctx.demo
     vocab = int(model.get_output_embeddings().weight.shape[0])
     rows = ctx.demo_shard_rows
-    settings = ExtractionSettings(TOP_P, CAP, SAMPLED_N, SEED, TOKEN_BUDGET, MAX_BATCH, max(1, (1 << 22) // vocab))
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=TOP_P, top_p_max_elements=CAP, sampled_n=SAMPLED_N), seed=SEED,
+                                  token_budget=TOKEN_BUDGET, max_batch_size=MAX_BATCH, head_chunk_rows=max(1, (1 << 22) // vocab))
     batches = plan_batches(np.array([len(r.ids) for r in rows]), TOKEN_BUDGET, MAX_BATCH)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     return model, vocab, rows, settings, [[rows[i] for i in b] for b in batches], pad
@@ -113,7 +115,8 @@ def real_size_case(ctx: BenchContext, kept_tokens: int = 256) -> Result:
     vocab = g.QWEN2_05B["vocab_size"]
     rows = g.synthetic_rows(kept_tokens, vocab, SEED, 256, 64, 1024)
     g.scale_logits(model, rows, 8.0)
-    settings = ExtractionSettings(TOP_P, CAP, SAMPLED_N, SEED, 2048, MAX_BATCH, max(1, (1 << 22) // vocab))
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=TOP_P, top_p_max_elements=CAP, sampled_n=SAMPLED_N), seed=SEED,
+                                  token_budget=2048, max_batch_size=MAX_BATCH, head_chunk_rows=max(1, (1 << 22) // vocab))
     batches = plan_batches(np.array([len(r.ids) for r in rows]), 2048, MAX_BATCH)
     batch_rows = [[rows[i] for i in b] for b in batches]
     tokens = sum(len(r.kept) for r in rows)

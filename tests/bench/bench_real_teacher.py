@@ -38,6 +38,7 @@ from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.fidelity.fidelity import token_metrics
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import LogitsShard, build_table, transcode, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
 from logit_lineage.teacher.chat import MaskOptions, tokenize_conversation
 from logit_lineage.teacher.data import Row
@@ -70,7 +71,8 @@ def run(ctx: BenchContext) -> list[Result]:
         ids, mask = tokenize_conversation(tok, conv, MaskOptions(), f"answer {i}")
         rows.append(Row(i, ids, np.nonzero(mask)[0].astype(np.int64)))
     rows.sort(key=lambda r: (len(r.ids), r.index))
-    settings = ExtractionSettings(TOP_P, CAP, SAMPLED_N, SEED, TOKEN_BUDGET, 256, max(1, (1 << 22) // vocab))
+    settings = ExtractionSettings(compression=CompressionParams(format_version=2, top_p=TOP_P, top_p_max_elements=CAP, sampled_n=SAMPLED_N), seed=SEED,
+                                  token_budget=TOKEN_BUDGET, max_batch_size=256, head_chunk_rows=max(1, (1 << 22) // vocab))
     batches = [[rows[i] for i in b] for b in plan_batches(np.array([len(r.ids) for r in rows]), TOKEN_BUDGET, 256)]
     tokens = int(sum(len(r.kept) for r in rows))
     ctx.log(f"[bench 10] {len(rows)} conversations, {tokens:,} kept tokens, {len(batches)} batches")
@@ -102,8 +104,9 @@ def run(ctx: BenchContext) -> list[Result]:
         # each with its bytes per column (benchmark 9's breakdown).
         v3_same = Path(tmp) / "v3-same.parquet"
         transcode(path, v3_same, 3)
-        lean_settings = ExtractionSettings(TOP_P, 16, 8, SEED, TOKEN_BUDGET, 256, settings.head_chunk_rows,
-                                           format_version=3)
+        lean_settings = ExtractionSettings(compression=CompressionParams(format_version=3, top_p=TOP_P, top_p_max_elements=16, sampled_n=8), seed=SEED,
+                                           token_budget=TOKEN_BUDGET, max_batch_size=256,
+                                           head_chunk_rows=settings.head_chunk_rows)
         lean = [r for b in batches for r in compress_batch(model, b, lean_settings, 0, ws, gen_rng)]
         v3_lean = Path(tmp) / "v3-c16-k8.parquet"
         write_logits_parquet(v3_lean, build_table(sorted(lean, key=lambda r: r.index), vocab, version=3, seed=SEED),

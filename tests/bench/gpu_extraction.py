@@ -41,6 +41,7 @@ import torch
 
 from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, _chunks, _units, batch_hidden, compress_batch
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import padding_fraction, plan_batches
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
@@ -207,7 +208,9 @@ def main(argv=None) -> int:
     for spec in [c.strip() for c in args.chunk_rows.split(",") if c.strip()]:
         # extract_logits.py's default: ~4M logits per chunk on CPU, ~64M on a GPU.
         chunk_rows = max(1, (1 << (26 if dev.type == "cuda" else 22)) // vocab) if spec == "default" else int(spec)
-        settings = ExtractionSettings(0.98, 100, 24, args.seed, budget, 256, chunk_rows)
+        cp = CompressionParams(format_version=2, top_p=0.98, top_p_max_elements=100, sampled_n=24)
+        settings = ExtractionSettings(compression=cp, seed=args.seed,
+                                      token_budget=budget, max_batch_size=256, head_chunk_rows=chunk_rows)
         ws, gen = Workspace(), torch.Generator(device=dev)
         nucleus: list[np.ndarray] = []
 

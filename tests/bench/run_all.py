@@ -41,7 +41,7 @@ BENCHMARKS = {
     "7": ("KD loader: decode + collate throughput", bench_kd_loader.run),
     "8": ("reader per-token decoding before/after linear offsets", bench_reader.run),
     "9": ("bytes per token per column", bench_columns.run),
-    "10": ("chain A on the real SmolLM2-135M teacher (CPU)", bench_real_teacher.run),
+    "10": ("the distillation chain on the real SmolLM2-135M teacher (CPU)", bench_real_teacher.run),
     "11": ("fused-linear KD loss vs full logits + kd_loss (CPU, V=151,936)", bench_fused.run),
 }
 

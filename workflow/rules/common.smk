@@ -16,6 +16,7 @@ from snakemake.utils import validate
 from logit_lineage.common.errors import LineageError
 from logit_lineage.common.locations import is_path_like, require_existing_path
 from logit_lineage.common.schema import coerce_strings, load_schema
+from logit_lineage.formats.params import CompressionParams
 
 SECTIONS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity", "student")
 
@@ -117,17 +118,15 @@ def code(name):
 
 
 def compress_args(settings):
-    """extract_logits.py's compression options from a section with top_p,
-    top_p_max_elements, sampled_n and format_version (distill, or a student.formats entry);
+    """extract_logits.py's compression options from a config section that holds the
+    compression parameters (distill, or a student.formats entry: CompressionParams);
     --format-version only when not 2, the script's default (a v2 job's command stays as it was).
     """
+    c = CompressionParams.from_config(settings)
     return (
-        f"--top-p {settings['top_p']} --top-p-max-elements {settings['top_p_max_elements']} "
-        f"--sampled-n {settings['sampled_n']} --seed {config['seed']} "
-        + opt(
-            "--format-version",
-            None if settings["format_version"] == 2 else settings["format_version"],
-        )
+        f"--top-p {c.top_p} --top-p-max-elements {c.top_p_max_elements} "
+        f"--sampled-n {c.sampled_n} --seed {config['seed']} "
+        + opt("--format-version", None if c.format_version == 2 else c.format_version)
     )
 
 

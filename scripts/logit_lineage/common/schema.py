@@ -20,11 +20,35 @@ from logit_lineage.common.errors import LineageError
 
 
 @functools.lru_cache(maxsize=None)
-def _load(section: str) -> dict:
+def _load_file(name: str) -> dict:
     import yaml
 
-    text = resources.files("logit_lineage.schemas").joinpath(f"{section}.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(resources.files("logit_lineage.schemas").joinpath(name).read_text())
+
+
+def _load(section: str) -> dict:
+    return _load_file(f"{section}.schema.yaml")
+
+
+def _resolve(node: Mapping) -> Mapping:
+    """A property schema with its `$ref` (another schema file of this folder, a JSON pointer
+    into it: `defs.yaml#/$defs/...`) merged in; its own keys (the default) win."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    name, _, pointer = ref.partition("#")
+    target = _load_file(name)
+    for part in filter(None, pointer.split("/")):
+        target = target[part]
+    return {**_resolve(target), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+@functools.lru_cache(maxsize=None)
+def _registry():
+    """Where a `$ref` to another schema file finds it: the package's schema folder."""
+    from referencing import Registry, Resource
+
+    return Registry(retrieve=lambda uri: Resource.from_contents(_load_file(uri)))
 
 
 def load_schema(section: str) -> dict:
@@ -36,7 +60,7 @@ def _subschema(section: str, path: tuple[str, ...]) -> dict:
     node = _load(section)
     for key in path:
         try:
-            node = node["properties"][key]
+            node = _resolve(node["properties"][key])
         except KeyError:
             raise KeyError(f"{section}.schema.yaml has no property {'.'.join(path)}") from None
     return node
@@ -71,7 +95,7 @@ def fill_defaults(data: Mapping | None, section: str, *path: str, check: bool = 
     """
     filled = copy.deepcopy(dict(data or {}))
     schema = _subschema(section, path)
-    validator = _validator_class()(schema)
+    validator = _validator_class()(schema, registry=_registry())
     errors = list(validator.iter_errors(filled))  # filling happens while validating
     if check and errors:
         from jsonschema.exceptions import best_match
@@ -138,11 +162,14 @@ def coerce_strings(data, schema: Mapping) -> list[str]:
 
     def visit(node, sub: Mapping, where: str) -> None:
         if isinstance(node, dict):
-            for name, prop in (sub.get("properties") or {}).items():
-                if name not in node:
+            props, extra = sub.get("properties") or {}, sub.get("additionalProperties")
+            for name in list(node):
+                prop = props[name] if name in props else extra
+                if not isinstance(prop, Mapping):
                     continue
                 key = f"{where}.{name}" if where else name
                 value = node[name]
+                prop = _resolve(prop)
                 types = prop.get("type")
                 types = [types] if isinstance(types, str) else list(types or [])
                 if isinstance(value, str) and types and "string" not in types:

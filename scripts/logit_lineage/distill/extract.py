@@ -32,6 +32,7 @@ from tqdm import tqdm
 from logit_lineage.common.errors import LineageError
 from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.formats.logits import ExampleRecord, build_table, records_from_rows, write_logits_parquet
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
@@ -39,16 +40,13 @@ from logit_lineage.teacher.load import decoder_hidden, head_logits
 log = logging.getLogger("logit_lineage")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ExtractionSettings:
-    top_p: float
-    cap: int
-    sampled_n: int
+    compression: CompressionParams
     seed: int
     token_budget: int
     max_batch_size: int
     head_chunk_rows: int
-    format_version: int = 2
 
 
 class StopRequested(Exception):
@@ -118,6 +116,7 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
     # Results stay on the device until the batch is done: one transfer per field,
     # not one synchronisation per chunk.
     done_chunks: list[Compressed] = []
+    cp = settings.compression
     for chunk in _chunks(_units(rows), settings.head_chunk_rows):
         js = np.concatenate([np.full(len(pos), j) for j, _, pos in chunk])
         ts = np.concatenate([pos for _, _, pos in chunk])
@@ -126,8 +125,8 @@ def compress_batch(model, rows: list[Row], settings: ExtractionSettings, pad_id:
         logits = head_logits(model, h)
         noise = BlockNoise(settings.seed, [(rows[j].index, block, len(pos)) for j, block, pos in chunk],
                            generator, dev)
-        done_chunks.append(compress_rows(logits, noise, top_p=settings.top_p, cap=settings.cap,
-                                         k=settings.sampled_n, workspace=workspace))
+        done_chunks.append(compress_rows(logits, noise, top_p=cp.top_p, cap=cp.top_p_max_elements,
+                                         k=cp.sampled_n, workspace=workspace))
 
     if not done_chunks:
         return _records(rows, None)
@@ -148,7 +147,7 @@ def _records(rows: list[Row], out: dict[str, np.ndarray] | None) -> list[Example
 
 
 def _table(records: list[ExampleRecord], vocab: int, settings: ExtractionSettings):
-    return build_table(records, vocab, version=settings.format_version, seed=settings.seed)
+    return build_table(records, vocab, version=settings.compression.format_version, seed=settings.seed)
 
 
 def _fingerprint(meta_params: dict, rows: list[Row], batches) -> str:

@@ -1,1 +1,1 @@
-"""The fidelity chain (E) — analysis of dense logit dumps: divergences between predictions, fidelity of compressed records."""
+"""The fidelity chain — analysis of dense logit dumps: divergences between predictions, fidelity of compressed records."""

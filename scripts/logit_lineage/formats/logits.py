@@ -32,6 +32,7 @@ from logit_lineage.common.errors import LineageError
 from logit_lineage.formats import codes as v3codes
 from logit_lineage.formats.envelope import check_envelope
 from logit_lineage.formats.indices import high_bits_for_vocab, pack_indices, unpack_indices
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.formats.quantize import dequantize_rows, quantize_rows
 
 FORMAT_VERSION = 2  # what extraction writes unless told otherwise
@@ -39,7 +40,7 @@ SUPPORTED_VERSIONS = (2, 3)
 META_VERSION = b"logit_lineage.format_version"
 META_PARAMS = b"logit_lineage.params"
 META_ROUNDING = b"logit_lineage.rounding"  # version 3: the rule that turns codes into values
-REQUIRED_PARAMS = ("vocab_size", "index_high_bits", "top_p", "top_p_max_elements", "sampled_n", "seed")
+REQUIRED_PARAMS = ("vocab_size", "index_high_bits", *CompressionParams.METADATA_KEYS, "seed")
 
 SCHEMA = pa.schema(
     [
@@ -529,10 +530,7 @@ def storage(paths) -> dict:
     params across the shards, else an error naming the odd one)."""
     total, tokens, first = 0, 0, None
     for path in paths:
-        meta = read_metadata(path)
-        p = meta["params"]
-        this = {"format_version": meta["format_version"], "top_p": p["top_p"],
-                "top_p_max_elements": p["top_p_max_elements"], "sampled_n": p["sampled_n"]}
+        this = CompressionParams.from_metadata(read_metadata(path)).as_dict()
         if first is None:
             first = (this, path)
         elif this != first[0]:

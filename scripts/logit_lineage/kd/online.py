@@ -28,6 +28,7 @@ from logit_lineage.formats.logits import (
     build_table,
     records_from_rows,
 )
+from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
 
 ROWS_PER_CHUNK = 1 << 22  # logits per compression step (as extraction on CPU): bounds the [rows, V] buffers
@@ -35,19 +36,19 @@ ROWS_PER_CHUNK = 1 << 22  # logits per compression step (as extraction on CPU): 
 
 def extraction_defaults() -> dict:
     """top_p, top_p_max_elements, sampled_n and format_version as the config schema sets them."""
-    d = schema_defaults("distill")
-    return {k: d[k] for k in ("top_p", "top_p_max_elements", "sampled_n", "format_version")}
+    return CompressionParams.from_config(schema_defaults("distill")).as_dict()
 
 
 def shard_params(vocab_size: int, seed: int, *, top_p: float | None = None, top_p_max_elements: int | None = None,
                  sampled_n: int | None = None, **extra) -> dict:
     """The `logit_lineage.params` metadata of a shard written from a training loop (the keys
     every reader requires; defaults from the schema; `extra` keys are recorded as given)."""
-    d = extraction_defaults()
+    given = {"top_p": None if top_p is None else float(top_p),
+             "top_p_max_elements": None if top_p_max_elements is None else int(top_p_max_elements),
+             "sampled_n": None if sampled_n is None else int(sampled_n)}
+    c = CompressionParams.from_config(extraction_defaults() | {k: v for k, v in given.items() if v is not None})
     return {"vocab_size": int(vocab_size), "index_high_bits": high_bits_for_vocab(int(vocab_size)),
-            "top_p": d["top_p"] if top_p is None else float(top_p),
-            "top_p_max_elements": d["top_p_max_elements"] if top_p_max_elements is None else int(top_p_max_elements),
-            "sampled_n": d["sampled_n"] if sampled_n is None else int(sampled_n), "seed": int(seed),
+            **c.metadata_params(), "seed": int(seed),
             "alignment": "row for token t is computed at position t-1", **extra}
 
 

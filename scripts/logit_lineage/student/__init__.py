@@ -1,4 +1,4 @@
-"""The student chain (F): a small student trained from the teacher's logits with four targets
+"""The student chain: a small student trained from the teacher's logits with four targets
 (dense teacher, compressed shards, renormalised nucleus, true tokens), evaluated on held-out
 examples against the dense teacher, and tabulated over seeds. docs/STUDENT.md.
 
