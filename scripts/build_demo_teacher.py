@@ -21,7 +21,8 @@ DEFAULTS = schema_defaults("demo")  # the config's defaults: one home, the schem
 @click.command(help=__doc__)
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False), required=True,
               help="Conversations parquet (from make_demo_dataset.py).")
-@click.option("--output-dir", type=click.Path(file_okay=False), required=True)
+@click.option("--output", type=click.Path(file_okay=False), required=True,
+              help="Directory for the teacher (model, tokenizer, demo_training.json).")
 @click.option("--vocab-size", type=int, default=DEFAULTS["vocab_size"], show_default=True)
 @click.option("--hidden-size", type=int, default=DEFAULTS["hidden_size"], show_default=True)
 @click.option("--num-layers", type=int, default=DEFAULTS["num_layers"], show_default=True)
@@ -33,7 +34,7 @@ DEFAULTS = schema_defaults("demo")  # the config's defaults: one home, the schem
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @main_guard
-def main(dataset, output_dir, vocab_size, hidden_size, num_layers, num_heads, steps, batch_size, lr,
+def main(dataset, output, vocab_size, hidden_size, num_layers, num_heads, steps, batch_size, lr,
          max_len, seed, threads):
     if threads:
         torch.set_num_threads(threads)
@@ -46,12 +47,12 @@ def main(dataset, output_dir, vocab_size, hidden_size, num_layers, num_heads, st
     model.config.eos_token_id = tokenizer.eos_token_id
     loss = train(model, sequences, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                  pad_id=tokenizer.pad_token_id)
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "demo_training.json").write_text(json.dumps({"final_loss": loss, "steps": steps}, indent=2))
     log.info("teacher: vocab %d, %d params, final loss %.3f → %s", len(tokenizer),
-             sum(p.numel() for p in model.parameters()), loss, output_dir)
+             sum(p.numel() for p in model.parameters()), loss, output)
 
 
 if __name__ == "__main__":

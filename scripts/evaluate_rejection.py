@@ -36,9 +36,9 @@ one JSON file.""")
 @click.option("--config", "config_json", default="{}", show_default=True, help="JSON of the experts.rejection config section.")
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
               help="Seed of the val halving used by Algorithm 2.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSON.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
 @main_guard
-def main(name, val_path, test_path, classes_path, config_json, seed, out):
+def main(name, val_path, test_path, classes_path, config_json, seed, output):
     info = read_classes(classes_path)
     val, test = read_npz(val_path), read_npz(test_path)
     for rec in (val, test):
@@ -52,7 +52,7 @@ def main(name, val_path, test_path, classes_path, config_json, seed, out):
         r = result[method]
         log.info("%s %-15s err@0 %.4f  AURC balanced %.4f  worst %.4f", name, method,
                  r["curve"][0]["balanced_error"], r["aurc_balanced"], r["aurc_worst"])
-    write_json(out, {
+    write_json(output, {
         "predictor": name, "val": str(val_path), "test": str(test_path),
         "n_val": val.n, "n_test": test.n, "group_names": info["group_names"],
         "rates": list(spec.rates), "rejection": spec.as_dict(), "methods": result,

@@ -22,13 +22,13 @@ predictions); otherwise the legacy names tuneV_logits.pt, val_lt_logits.pt and
 test_lt_logits.pt (float16 tensors [N, C]) are loaded with torch.load(weights_only=True)
 only: a pickle that would run code is refused. Labels come from DATA_DIR/<split>.npz
 (legacy files carry none) and must match the npz targets when both exist. Writes
-OUT_DIR/<split>_logits.npz.""")
+OUTPUT/<split>_logits.npz.""")
 @click.option("--source-dir", required=True, type=click.Path(file_okay=False), help="The expert's folder of logits made elsewhere.")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Output folder of make_longtail_data.py (labels).")
 @click.option("--splits", default=",".join(SPLITS), show_default=True, help="Comma-separated splits to import.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for <split>_logits.npz.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Directory for <split>_logits.npz.")
 @main_guard
-def main(source_dir, data_dir, splits, out_dir):
+def main(source_dir, data_dir, splits, output):
     data = Path(data_dir)
     info = read_classes(data / "classes.json")
     for split in [s.strip() for s in splits.split(",") if s.strip()]:
@@ -38,8 +38,8 @@ def main(source_dir, data_dir, splits, out_dir):
         record = read_split(source_dir, split, targets=y)
         if record.n_classes != info["n_classes"]:
             raise LineageError(f"key 'logits' has {record.n_classes} classes but classes.json key 'n_classes' is {info['n_classes']}", path=record.path)
-        write_npz(Path(out_dir) / npz_name(split), record.logits, record.targets, record.predictions)
-        log.info("%s -> %s (N=%d)", record.path, Path(out_dir) / npz_name(split), record.n)
+        write_npz(Path(output) / npz_name(split), record.logits, record.targets, record.predictions)
+        log.info("%s -> %s (N=%d)", record.path, Path(output) / npz_name(split), record.n)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,18 @@ With the default config (source=generated) this draws a deterministic 100-class 
 with n_i = floor(n_max * IF^(-i/99)) training examples per class and balanced, disjoint
 tunev/val/test splits. With source=features it validates your own features from
 features_dir (train.npz, tunev.npz, val.npz, test.npz; keys x [N, D], y [N]) and copies
-them. Writes OUT_DIR/<split>.npz and OUT_DIR/classes.json (class counts, prior, head/tail
+them. Writes OUTPUT/<split>.npz and OUTPUT/classes.json (class counts, prior, head/tail
 groups: head = more than head_threshold training examples).""")
 @click.option("--config", "config_json", required=True, help="JSON of the experts.data config section.")
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
               help="Seed of the generated data.")
 @click.option("--labels-only", is_flag=True, help="Features may be absent (logits are imported, not recomputed).")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the npz files and classes.json.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Directory for the npz files and classes.json.")
 @main_guard
-def main(config_json: str, seed: int, labels_only: bool, out_dir: str) -> None:
+def main(config_json: str, seed: int, labels_only: bool, output: str) -> None:
     cfg = parse_json(config_json, "--config")
     splits, info = build_dataset(cfg, seed, need_x=not labels_only)
-    out = Path(out_dir)
+    out = Path(output)
     for split in DATA_SPLITS:
         x, y = splits[split]
         write_split(out / f"{split}.npz", x, y)

@@ -19,16 +19,16 @@ log = logging.getLogger("logit_lineage")
 @click.command(help="""Recompute one expert's logits on every held-out split.
 
 Loads CHECKPOINT (safetensors from train_expert.py), runs it over DATA_DIR/<split>.npz
-and writes OUT_DIR/<split>_logits.npz with keys logits [N, C] float32 (raw, unadjusted),
+and writes OUTPUT/<split>_logits.npz with keys logits [N, C] float32 (raw, unadjusted),
 targets [N] and predictions [N] (argmax), for split in tunev, val, test.""")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Expert checkpoint (.safetensors).")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Output folder of make_longtail_data.py.")
 @click.option("--splits", default=",".join(SPLITS), show_default=True, help="Comma-separated splits to write.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for <split>_logits.npz.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Directory for <split>_logits.npz.")
 @main_guard
-def main(checkpoint, data_dir, splits, device, threads, out_dir):
+def main(checkpoint, data_dir, splits, device, threads, output):
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -51,7 +51,7 @@ def main(checkpoint, data_dir, splits, device, threads, out_dir):
         if x.shape[1] != spec.in_dim:
             raise LineageError(f"key 'x' has D={x.shape[1]} but the checkpoint expects {spec.in_dim}", path=data / f"{split}.npz")
         logits = predict_logits(model, x, device=device)
-        record = write_npz(Path(out_dir) / npz_name(split), logits, y)
+        record = write_npz(Path(output) / npz_name(split), logits, y)
         acc = float((record.predictions == y).mean())
         log.info("%s/%s: N=%d, accuracy %.4f", config.get("expert", "?"), split, record.n, acc)
 

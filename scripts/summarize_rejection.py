@@ -30,15 +30,15 @@ def read_result(path: Path) -> dict:
 
 
 @click.command(help="""Merge the outputs of evaluate_rejection.py (one per predictor, given as
-arguments in display order) into OUT_JSON (all curves, fits and the summary table),
-OUT_TSV (the table: balanced/worst-group error at 0 % rejection and AURC of Chow vs the
-plug-in rules per predictor) and OUT_PNG (risk-coverage curves).""")
+arguments in display order) into OUTPUT_JSON (all curves, fits and the summary table),
+OUTPUT_TSV (the table: balanced/worst-group error at 0 % rejection and AURC of Chow vs the
+plug-in rules per predictor) and OUTPUT_PNG (risk-coverage curves).""")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out-json", required=True, type=click.Path(dir_okay=False), help="Merged metrics JSON.")
-@click.option("--out-tsv", required=True, type=click.Path(dir_okay=False), help="Summary table (TSV).")
-@click.option("--out-png", required=True, type=click.Path(dir_okay=False), help="Risk-coverage plot (PNG).")
+@click.option("--output-json", required=True, type=click.Path(dir_okay=False), help="Merged metrics JSON.")
+@click.option("--output-tsv", required=True, type=click.Path(dir_okay=False), help="Summary table (TSV).")
+@click.option("--output-png", required=True, type=click.Path(dir_okay=False), help="Risk-coverage plot (PNG).")
 @main_guard
-def main(results, out_json, out_tsv, out_png):
+def main(results, output_json, output_tsv, output_png):
     merged = {}
     for path in map(Path, results):
         data = read_result(path)
@@ -50,10 +50,10 @@ def main(results, out_json, out_tsv, out_png):
         log.info("%-12s bal.err@0 chow %.4f plug-in %.4f | AURC bal chow %.4f plug-in %.4f | AURC worst chow %.4f plug-in %.4f",
                  row["predictor"], row["bal_err_0_chow"], row["bal_err_0_plugin"], row["aurc_bal_chow"],
                  row["aurc_bal_plugin"], row["aurc_worst_chow"], row["aurc_worst_plugin"])
-    with atomic_path(out_png) as tmp:
+    with atomic_path(output_png) as tmp:
         plot_risk_coverage(merged, tmp)
-    write_text(out_tsv, table_tsv(rows))
-    write_json(out_json, {"summary": rows, "predictors": merged})
+    write_text(output_tsv, table_tsv(rows))
+    write_json(output_json, {"summary": rows, "predictors": merged})
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ model config, so recompute_expert_logits.py can rebuild the network; nothing is 
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
               help="Global seed; the expert's own seed derives from it and its name.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint path (.safetensors).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint path (.safetensors).")
 @main_guard
-def main(expert, data_dir, model_config, train_config, seed, threads, out):
+def main(expert, data_dir, model_config, train_config, seed, threads, output):
     check_expert_names([expert], "experts.experts")
     data = Path(data_dir)
     info = read_classes(data / "classes.json")
@@ -51,8 +51,8 @@ def main(expert, data_dir, model_config, train_config, seed, threads, out):
         "expert": expert, "loss": expert, "model": spec_dict(model_spec), "training": spec_dict(train_spec),
         "seed": own_seed, "device": device, "loss_history": [round(v, 6) for v in history],
     }
-    save_checkpoint(out, model.state_dict(), config, kind="expert")
-    log.info("final training loss %.4f -> %s", history[-1], out)
+    save_checkpoint(output, model.state_dict(), config, kind="expert")
+    log.info("final training loss %.4f -> %s", history[-1], output)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ Reads LOGITS_DIR/<expert>/<split>_logits.npz (or the legacy .pt names, with labe
 --data-dir) for every expert; experts must agree on N, C and targets. Features per expert:
 entropy, top-5 mass, max prob, top1-top2 gap, cosine and KL to the mean posterior; plus
 global ones. w = softmax(MLP(features)), eta = sum_e w_e softmax(logits_e), trained on
-tunev with the class-balanced loss -c_y log eta_y. Writes OUT_DIR/gating.safetensors
-(config in its header), OUT_DIR/summary.json and OUT_DIR/<split>_mixture.npz
+tunev with the class-balanced loss -c_y log eta_y. Writes OUTPUT/gating.safetensors
+(config in its header), OUTPUT/summary.json and OUTPUT/<split>_mixture.npz
 (logits = log eta, so softmax gives eta back).""")
 @click.option("--logits-dir", required=True, type=click.Path(file_okay=False), help="Folder with one sub-folder of logits per expert.")
 @click.option("--experts", "experts_csv", required=True, help="Comma-separated expert names, in mixing order.")
@@ -37,9 +37,9 @@ tunev with the class-balanced loss -c_y log eta_y. Writes OUT_DIR/gating.safeten
 @click.option("--seed", type=int, default=schema_defaults("config")["seed"], show_default=True,
               help="Seed of the gating initialisation and batch order.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for the gating outputs.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Directory for the gating outputs.")
 @main_guard
-def main(logits_dir, experts_csv, data_dir, config_json, seed, threads, out_dir):
+def main(logits_dir, experts_csv, data_dir, config_json, seed, threads, output):
     experts = check_expert_names([e.strip() for e in experts_csv.split(",") if e.strip()], "experts.experts")
     info = read_classes(Path(data_dir) / "classes.json")
     groups = np.asarray(info["groups"])
@@ -52,7 +52,7 @@ def main(logits_dir, experts_csv, data_dir, config_json, seed, threads, out_dir)
     torch.set_num_threads(max(1, threads))
     logits, y = stacks["tunev"]
     model, spec, history = train_gating(logits, y, groups, train_spec, seed, **model_cfg)
-    out = Path(out_dir)
+    out = Path(output)
     config = {
         "experts": experts, "model": spec_dict(spec), "training": spec_dict(train_spec), "seed": seed,
         "features": feature_names(experts), "class_groups": groups.tolist(),

@@ -111,7 +111,7 @@ def demo_inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demo_inputs")
     dataset, teacher = root / "conversations.parquet", root / "teacher"
     run_script("make_demo_dataset.py", "--n", "160", "--seed", "7", "--output", str(dataset), check=True)
-    run_script("build_demo_teacher.py", "--dataset", str(dataset), "--output-dir", str(teacher),
+    run_script("build_demo_teacher.py", "--dataset", str(dataset), "--output", str(teacher),
                "--vocab-size", "400", "--hidden-size", "48", "--steps", "60", "--batch-size", "16",
                "--lr", "0.005", "--max-len", "512", check=True)
     return {"root": root, "dataset": dataset, "teacher": teacher}

@@ -66,7 +66,7 @@ def test_help(name):
 
 
 def test_make_generated_data(tmp_path):
-    proc = run_script("make_longtail_data.py", "--config", json.dumps(TINY), "--seed", "1", "--out-dir", str(tmp_path / "d"))
+    proc = run_script("make_longtail_data.py", "--config", json.dumps(TINY), "--seed", "1", "--output", str(tmp_path / "d"))
     assert proc.returncode == 0, proc.stderr
     info = json.loads((tmp_path / "d" / "classes.json").read_text())
     assert info["class_counts"] == class_counts(12, 40, 10).tolist()
@@ -76,13 +76,13 @@ def test_make_generated_data(tmp_path):
 def test_make_data_from_missing_features_names_the_file(tmp_path):
     (tmp_path / "feat").mkdir()
     cfg = {**TINY, "source": "features", "features_dir": str(tmp_path / "feat")}
-    proc = run_script("make_longtail_data.py", "--config", json.dumps(cfg), "--out-dir", str(tmp_path / "d"))
+    proc = run_script("make_longtail_data.py", "--config", json.dumps(cfg), "--output", str(tmp_path / "d"))
     one_line_error(proc, "train.npz", "no such file")
     assert not (tmp_path / "d").exists()
 
 
 def test_unknown_expert_name(tmp_path, data_dir):
-    proc = run_script("train_expert.py", "--expert", "focal", "--data-dir", str(data_dir), "--out", str(tmp_path / "x.safetensors"))
+    proc = run_script("train_expert.py", "--expert", "focal", "--data-dir", str(data_dir), "--output", str(tmp_path / "x.safetensors"))
     one_line_error(proc, "unknown expert 'focal'", "experts.experts")
     assert not list(tmp_path.iterdir())
 
@@ -92,10 +92,10 @@ def test_train_then_recompute(tmp_path, data_dir):
     proc = run_script("train_expert.py", "--expert", "logitadjust", "--data-dir", str(data_dir),
                       "--model-config", '{"hidden": 16, "depth": 1}',
                       "--train-config", '{"epochs": 2, "batch_size": 32, "device": "cpu", "tau": 1.0}',
-                      "--out", str(ckpt))
+                      "--output", str(ckpt))
     assert proc.returncode == 0, proc.stderr
     proc = run_script("recompute_expert_logits.py", "--checkpoint", str(ckpt), "--data-dir", str(data_dir),
-                      "--device", "cpu", "--out-dir", str(tmp_path / "logits"))
+                      "--device", "cpu", "--output", str(tmp_path / "logits"))
     assert proc.returncode == 0, proc.stderr
     rec = read_npz(tmp_path / "logits" / "val_logits.npz")
     assert rec.logits.shape == (72, 12)
@@ -113,7 +113,7 @@ def test_import_legacy_folder(tmp_path, data_dir):
         torch.save(t, legacy / name)
         expected[split] = t.float().numpy()
     proc = run_script("import_legacy_logits.py", "--source-dir", str(legacy), "--data-dir", str(data_dir),
-                      "--out-dir", str(tmp_path / "out"))
+                      "--output", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     for split in names:
         rec = read_npz(tmp_path / "out" / f"{split}_logits.npz")
@@ -126,14 +126,14 @@ def test_import_npz_missing_targets(tmp_path, data_dir):
     src.mkdir()
     np.savez(src / "tunev_logits.npz", logits=np.zeros((48, 12), np.float32), predictions=np.zeros(48, np.int64))
     proc = run_script("import_legacy_logits.py", "--source-dir", str(src), "--data-dir", str(data_dir),
-                      "--splits", "tunev", "--out-dir", str(tmp_path / "out"))
+                      "--splits", "tunev", "--output", str(tmp_path / "out"))
     one_line_error(proc, "tunev_logits.npz", "missing key 'targets'")
     assert not (tmp_path / "out").exists()
 
 
 def _gating(logits_dir, data_dir, out, experts="ce,balsoftmax"):
     return run_script("train_gating.py", "--logits-dir", str(logits_dir), "--experts", experts, "--data-dir", str(data_dir),
-                      "--config", '{"epochs": 2, "hidden": 8}', "--out-dir", str(out))
+                      "--config", '{"epochs": 2, "hidden": 8}', "--output", str(out))
 
 
 def test_gating_writes_model_and_mixture(tmp_path, logits_dir, data_dir):
@@ -167,18 +167,18 @@ def test_evaluate_and_summarize(tmp_path, logits_dir, data_dir):
         out = tmp_path / f"{expert}.json"
         proc = run_script("evaluate_rejection.py", "--name", expert, "--val", str(logits_dir / expert / "val_logits.npz"),
                           "--test", str(logits_dir / expert / "test_logits.npz"), "--classes", str(data_dir / "classes.json"),
-                          "--config", cfg, "--out", str(out))
+                          "--config", cfg, "--output", str(out))
         assert proc.returncode == 0, proc.stderr
         outs.append(str(out))
-    proc = run_script("summarize_rejection.py", *outs, "--out-json", str(tmp_path / "m.json"),
-                      "--out-tsv", str(tmp_path / "s.tsv"), "--out-png", str(tmp_path / "p.png"))
+    proc = run_script("summarize_rejection.py", *outs, "--output-json", str(tmp_path / "m.json"),
+                      "--output-tsv", str(tmp_path / "s.tsv"), "--output-png", str(tmp_path / "p.png"))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert [r["predictor"] for r in metrics["summary"]] == ["ce", "balsoftmax"]
     assert set(metrics["predictors"]["ce"]["methods"]) == {"chow", "plugin_balanced", "plugin_worst"}
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    bad = run_script("summarize_rejection.py", str(tmp_path / "s.tsv"), "--out-json", str(tmp_path / "m2.json"),
-                     "--out-tsv", str(tmp_path / "s2.tsv"), "--out-png", str(tmp_path / "p2.png"))
+    bad = run_script("summarize_rejection.py", str(tmp_path / "s.tsv"), "--output-json", str(tmp_path / "m2.json"),
+                     "--output-tsv", str(tmp_path / "s2.tsv"), "--output-png", str(tmp_path / "p2.png"))
     one_line_error(bad, "s.tsv", "not valid JSON")
     assert not (tmp_path / "m2.json").exists() and not (tmp_path / "p2.png").exists()
 
@@ -187,6 +187,6 @@ def test_evaluate_npz_missing_targets(tmp_path, data_dir):
     np.savez(tmp_path / "val_logits.npz", logits=np.zeros((72, 12), np.float32), predictions=np.zeros(72, np.int64))
     proc = run_script("evaluate_rejection.py", "--name", "ce", "--val", str(tmp_path / "val_logits.npz"),
                       "--test", str(tmp_path / "val_logits.npz"), "--classes", str(data_dir / "classes.json"),
-                      "--out", str(tmp_path / "out.json"))
+                      "--output", str(tmp_path / "out.json"))
     one_line_error(proc, "val_logits.npz", "missing key 'targets'")
     only_inputs_left(tmp_path, ["val_logits.npz"])

@@ -126,7 +126,7 @@ class DemoAssets:
         if not (teach / "config.json").exists():
             log(f"[bench] training demo teacher ({DEMO_SETTINGS['steps']} steps) → {teach}")
             s = DEMO_SETTINGS
-            run_script("build_demo_teacher.py", "--dataset", str(conv), "--output-dir", str(teach),
+            run_script("build_demo_teacher.py", "--dataset", str(conv), "--output", str(teach),
                        "--vocab-size", str(s["vocab_size"]), "--hidden-size", str(s["hidden_size"]),
                        "--num-layers", str(s["num_layers"]), "--num-heads", str(s["num_heads"]),
                        "--steps", str(s["steps"]), "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]),

@@ -55,7 +55,7 @@ rule build_demo_teacher:
         max_len=config["distill"]["max_seq_len"],
         seed=config["seed"],
     shell:
-        "python {params.script:q} --dataset {input.dataset:q} --output-dir {output:q} "
+        "python {params.script:q} --dataset {input.dataset:q} --output {output:q} "
         "--vocab-size {params.vocab:q} --hidden-size {params.hidden:q} --num-layers {params.layers:q} "
         "--num-heads {params.heads:q} --steps {params.steps:q} --batch-size {params.batch:q} --lr {params.lr:q} "
         "--max-len {params.max_len:q} --seed {params.seed:q} --threads {threads} 2> {log:q}"

@@ -80,7 +80,7 @@ rule make_longtail_data:
         out_dir=lambda wildcards, output: str(Path(output.classes).parent),
     shell:
         "python {params.script:q} --config {params.cfg:q} --seed {params.seed:q} {params.labels_only}"
-        " --out-dir {params.out_dir:q} 2> {log:q}"
+        " --output {params.out_dir:q} 2> {log:q}"
 
 
 rule train_expert:
@@ -109,7 +109,7 @@ rule train_expert:
     shell:
         "python {params.script:q} --expert {wildcards.expert} --data-dir {params.data_dir:q}"
         " --model-config {params.model:q} --train-config {params.train:q} --seed {params.seed:q}"
-        " --threads {threads} --out {output:q} 2> {log:q}"
+        " --threads {threads} --output {output:q} 2> {log:q}"
 
 
 if LOGITS_FROM_IMPORT:
@@ -163,7 +163,7 @@ if LOGITS_FROM_IMPORT:
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
             "python {params.script:q} --source-dir {params.source_dir:q} --data-dir {params.data_dir:q}"
-            " --out-dir {params.out_dir:q} 2> {log:q}"
+            " --output {params.out_dir:q} 2> {log:q}"
 
 else:
 
@@ -195,7 +195,7 @@ else:
             out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shell:
             "python {params.script:q} --checkpoint {input.checkpoint:q} --data-dir {params.data_dir:q}"
-            " --device {params.device:q} --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
+            " --device {params.device:q} --threads {threads} --output {params.out_dir:q} 2> {log:q}"
 
 
 rule train_gating:
@@ -235,7 +235,7 @@ rule train_gating:
     shell:
         "python {params.script:q} --logits-dir {params.logits_dir:q} --experts {params.experts:q}"
         " --data-dir {params.data_dir:q} --config {params.cfg:q} --seed {params.seed:q}"
-        " --threads {threads} --out-dir {params.out_dir:q} 2> {log:q}"
+        " --threads {threads} --output {params.out_dir:q} 2> {log:q}"
 
 
 rule evaluate_rejection:
@@ -261,7 +261,7 @@ rule evaluate_rejection:
         seed=config["seed"],
     shell:
         "python {params.script:q} --name {wildcards.predictor} --val {input.val:q} --test {input.test:q}"
-        " --classes {input.classes:q} --config {params.cfg:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
+        " --classes {input.classes:q} --config {params.cfg:q} --seed {params.seed:q} --output {output:q} 2> {log:q}"
 
 
 rule summarize_rejection:
@@ -287,8 +287,8 @@ rule summarize_rejection:
     params:
         script=SCRIPT["summarize_rejection"],
     shell:
-        "python {params.script:q} {input.results:q} --out-json {output.metrics:q} --out-tsv {output.table:q}"
-        " --out-png {output.plot:q} 2> {log:q}"
+        "python {params.script:q} {input.results:q} --output-json {output.metrics:q} --output-tsv {output.table:q}"
+        " --output-png {output.plot:q} 2> {log:q}"
 
 
 if EXPERTS_CFG["enabled"]:
