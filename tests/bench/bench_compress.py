@@ -14,7 +14,7 @@ a fresh process (benchlib.peak_rss_delta). Agreement: both methods on the same
 rows (baseline with the format's inclusive nucleus rule, docs/FORMAT.md) must give the same
 logsumexp and nucleus sets, and tails of the same size (the tail samples are
 random draws of the same law, Gumbel-top-k over the tail: that is tested in
-tests/test_compress.py, with the same checks shown to reject another law).
+tests/distill/test_compress.py, with the same checks shown to reject another law).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """profiles/slurm without a cluster: the site settings are the only site-specific values, and
 a dry run routes every GPU rule to the GPU partition with one GPU, every other rule to the
-CPU partition. (The run on a real SLURM cluster is tests/test_slurm_cluster.py.)"""
+CPU partition. (The run on a real SLURM cluster is tests/workflow/test_slurm_cluster.py.)"""
 from __future__ import annotations
 
 import re

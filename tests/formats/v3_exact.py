@@ -13,7 +13,7 @@ losses read).
   decomposition E[L] = L(0) + Σ_j (E_j[L] − L(0)), each slot j's dither integrated with the
   others at 0: exact but for the cross terms between two values of one token, which are
   O(h⁴) (products of two values' rounding variances).
-Used by tests/test_format_v3_exact.py and the figures of docs/RESULTS.md."""
+Used by tests/formats/test_format_v3_exact.py and the figures of docs/RESULTS.md."""
 from __future__ import annotations
 
 import numpy as np
@@ -137,7 +137,7 @@ def rounding_shift(teacher, student, rec, *, grid=True, kind="forward_kl", estim
 
 
 def real_teacher_rows() -> torch.Tensor:
-    """SmolLM2-135M-Instruct's rows at the assistant tokens of tests/test_real_teacher.py's chats."""
+    """SmolLM2-135M-Instruct's rows at the assistant tokens of tests/distill/test_real_teacher.py's chats."""
     from logit_lineage.teacher.load import load_teacher, load_tokenizer
     from test_real_teacher import CONVERSATIONS, SPEC, TEMPLATE, reference
 
@@ -152,9 +152,9 @@ def real_teacher_rows() -> torch.Tensor:
 
 def main() -> None:
     """Print the rounding shift (uncorrected reading / corrected) per kind × estimator on real rows:
-    `PYTHONPATH=scripts:tests .venv/bin/python tests/v3_exact.py [--all] [--every N]` (--all adds topk and
-    T = 2, integrated slot by slot: those estimators are not sums of per-value terms; --every N keeps
-    every N-th row, as the test does with 4)."""
+    `PYTHONPATH=scripts:tests:tests/distill .venv/bin/python tests/formats/v3_exact.py [--all] [--every N]`
+    (--all adds topk and T = 2, integrated slot by slot: those estimators are not sums of per-value terms;
+    --every N keeps every N-th row, as the test does with 4)."""
     import sys
 
     every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else 1

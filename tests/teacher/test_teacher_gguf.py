@@ -71,7 +71,7 @@ def test_bad_pkg_specs_are_one_line(spec, expected):
 
 def test_hub_ids_and_directories_pass_through(tmp_path, monkeypatch):
     # A Hub id passes through when it can be loaded: here from the local Hugging Face cache
-    # (offline and not cached, it is refused at once: tests/test_new_user_errors.py).
+    # (offline and not cached, it is refused at once: tests/common/test_new_user_errors.py).
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))

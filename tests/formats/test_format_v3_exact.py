@@ -1,6 +1,6 @@
 """Format version 3's subtractive dither, integrated exactly (no Monte Carlo): a stored value
 decodes to ℓ̂ = ℓ + h·e, e uniform on [−1/2, 1/2) whatever ℓ, so every expectation here is a
-Gauss–Legendre sum over e (tests/v3_exact.py).
+Gauss–Legendre sum over e (tests/formats/v3_exact.py).
 
 - the per-value readings of `kd.losses._undithered` are unbiased: exactly on the nucleus
   (p, p log p, p^(1/T), p^(1/T) log p, log p), to within 7h⁴/5760·|ψ''''| on the tail (the
@@ -93,7 +93,7 @@ def test_tail_readings_are_unbiased_to_fourth_order(lp, kappa, kind):
 
 @pytest.fixture(scope="module")
 def real_rows():
-    """Every fourth assistant-token row of the four short chats of tests/test_real_teacher.py, from
+    """Every fourth assistant-token row of the four short chats of tests/distill/test_real_teacher.py, from
     SmolLM2-135M-Instruct (float32 [10, 49152]): peaked and flat rows, kept few so that the
     slot-by-slot integrals of the non-separable cases stay cheap."""
     z = real_teacher_rows()[::4].contiguous()
