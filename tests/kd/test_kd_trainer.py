@@ -151,14 +151,20 @@ def test_workers_see_every_example_once_per_epoch(tiny, tmp_path):
 
 
 def test_bf16_autocast_trains(tiny, tmp_path):
+    """bf16=True really runs the student's body in bfloat16 while it trains (accelerate's
+    autocast around the model's forward, which KDTrainer calls for the hidden states)."""
     train, held = datasets_of(tiny)
-    trainer = KDTrainer(model=small_student(), args=training_args(tmp_path, bf16=True, max_steps=6),
+    student = small_student()
+    seen = set()
+    student.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, out: seen.add((student.training, out.dtype)))
+    trainer = KDTrainer(model=student, args=training_args(tmp_path, bf16=True, max_steps=6),
                         train_dataset=train, eval_dataset=held)
     before = trainer.evaluate()["eval_kl_to_teacher"]
     trainer.train()
     losses = [v for _, v in trainer.loss_history()]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
     assert trainer.evaluate()["eval_kl_to_teacher"] < before
+    assert (True, torch.bfloat16) in seen and (True, torch.float32) not in seen
 
 
 def test_the_datasets_split_wins_and_a_disagreeing_one_is_refused(tiny, tmp_path, monkeypatch):
