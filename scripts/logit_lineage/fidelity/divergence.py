@@ -203,13 +203,3 @@ def format_divergence_summary(stats: dict) -> str:
         lines.append(f"{stats['unmatched']} entries of the first dump had no match in the second")
     lines.append(bar)
     return "\n".join(lines)
-
-
-def print_divergence_summary(stats: dict) -> None:
-    print(format_divergence_summary(stats))
-
-
-# The original dense-dump tool's names, for notebooks written against its utils/load_saved_logits.py.
-calculate_kl_divergence = kl_divergence
-calculate_js_divergence = js_divergence
-get_predictions_for_position = predictions_for_position
