@@ -153,6 +153,9 @@ def test_examples_file_round_trip_and_refusals(tiny, tmp_path):
     write_examples(bad, wrong, data.heldout, {"vocab_size": VOCAB})
     with pytest.raises(LineageError, match="input ids disagree with the stored tokens"):
         load_student_data(bad, [tiny["shard"]])
+    # the same shard given twice is refused by name, not counted as a shortfall
+    with pytest.raises(LineageError, match="example \\d+ is in more than one of the 2 shards given"):
+        load_student_data(tiny["examples"], [tiny["shard"], tiny["shard"]])
 
 
 def test_records_are_aligned_with_the_teachers_rows(tiny):

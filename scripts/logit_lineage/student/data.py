@@ -100,10 +100,15 @@ def load_student_data(examples_path: Path, shards: list[Path]) -> StudentData:
         raise LineageError(f"vocab size {meta.get('vocab_size')} differs from the shards' {ds.params['vocab_size']}",
                            path=examples_path)
     found = {"train": [], "heldout": []}
+    seen: set[int] = set()
     for item in ds:
         entry = listed.get(int(item["index"]))
         if entry is None:
             continue
+        if int(item["index"]) in seen:
+            raise LineageError(f"example {item['index']} is in more than one of the {len(shards)} shards given "
+                               "(the same shard listed twice?)", path=examples_path)
+        seen.add(int(item["index"]))
         split, ids = entry
         checked_input_ids(ids, item, examples_path, cause="examples file made from other shards?")
         item["input_ids"] = ids
