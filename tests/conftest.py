@@ -147,6 +147,7 @@ def bench_ctx():
       BENCH_TEACHER / BENCH_DATASET  reuse a demo teacher dir and its conversations parquet
       BENCH_REPEATS                  timed interleaved rounds per comparison (default 3)
       BENCH_SHARDS                   shard counts of the dry-run benchmark (default 100,1000,10000)
+      BENCH_BARE_SHARDS              shard counts of benchmark 5b (default 1000,10000)
       BENCH_MARKDOWN                 also write the table as markdown to this path
     """
     from benchlib import format_table, machine_info, markdown_table
@@ -157,6 +158,7 @@ def bench_ctx():
         teacher=os.environ.get("BENCH_TEACHER") or None,
         dataset=os.environ.get("BENCH_DATASET") or None,
         shard_counts=tuple(int(x) for x in os.environ.get("BENCH_SHARDS", "100,1000,10000").split(",")),
+        bare_counts=tuple(int(x) for x in os.environ.get("BENCH_BARE_SHARDS", "1000,10000").split(",")),
     )
     machine = machine_info()
     yield ctx

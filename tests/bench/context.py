@@ -24,6 +24,8 @@ class BenchContext:
     dataset: str | None = None
     shard_counts: tuple[int, ...] = (100, 1_000, 10_000)
     dryrun_repeats: int = 2
+    bare_counts: tuple[int, ...] = (1_000, 10_000)  # shard counts of benchmark 5b
+    dryrun_repeats_large: int = 1  # benchmark 5b's rounds at 10,000 shards and over (minutes each)
     results: list[Result] = field(default_factory=list)
     details: list[str] = field(default_factory=list)  # profiles etc., printed under the table
 

@@ -54,12 +54,16 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="conversations parquet the teacher was built on")
     ap.add_argument("--shards", default="100,1000,10000", help="shard counts for the dry-run benchmark")
     ap.add_argument("--dryrun-repeats", type=int, default=2)
+    ap.add_argument("--bare-shards", default="1000,10000", help="shard counts for benchmark 5b")
+    ap.add_argument("--dryrun-repeats-large", type=int, default=1, help="5b's rounds at 10,000 shards and over")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown here")
     args = ap.parse_args(argv)
 
     ctx = BenchContext(repeats=args.repeats, teacher=args.teacher, dataset=args.dataset,
                        shard_counts=tuple(int(x) for x in args.shards.split(",")),
-                       dryrun_repeats=args.dryrun_repeats)
+                       dryrun_repeats=args.dryrun_repeats,
+                       bare_counts=tuple(int(x) for x in args.bare_shards.split(",")),
+                       dryrun_repeats_large=args.dryrun_repeats_large)
     machine = machine_info()
     started = time.monotonic()
     failed = []
