@@ -130,6 +130,7 @@ def compress_args(settings):
     )
 
 
+@functools.cache
 def _local_module(name):
     """The file under scripts/ that module `name` resolves to, if it is one of ours."""
     base = SCRIPTS_DIR.joinpath(*name.split("."))
@@ -139,11 +140,27 @@ def _local_module(name):
     return None
 
 
+def _statements(body):
+    """Every statement in `body`, nested ones too (an import is a statement: expressions, the
+    bulk of a module's nodes, need no visit)."""
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        yield node
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                for child in value:
+                    if isinstance(child, ast.stmt):
+                        todo.append(child)
+                    elif isinstance(child, (ast.excepthandler, ast.match_case)):
+                        todo.extend(child.body)
+
+
 @functools.cache
 def _direct_imports(path):
     """Our modules that the file at `path` imports itself (packages' __init__ files too)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _statements(ast.parse(path.read_text()).body):
         if isinstance(node, ast.Import):
             modules = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
