@@ -1,9 +1,11 @@
 """Shared test plumbing: the repo's paths and a runner for real snakemake processes."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def _no_slurm_conf() -> Path:
+    """An empty SLURM config file, shared by the test session (see `run_snakemake`)."""
+    path = Path(tempfile.gettempdir()) / f"logit-lineage-empty-slurm-{os.getuid()}.conf"
+    if not path.exists() or path.stat().st_size:
+        path.write_text("")
+    return path
+
+
 def run_snakemake(
     workdir: Path,
     *args: str,
@@ -36,12 +47,19 @@ def run_snakemake(
     timeout: float = 1200,
     snakefile: Path | None = None,
     umask: int = 0o022,
+    slurm: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run `snakemake` on the repo's Snakefile with `workdir` as working directory.
 
     Targets go in `args` (before --configfile/--config, which swallow what follows).
     The run has the usual shared-machine umask (022), whatever the test runner's, so
     `assert_modes_follow_umask` can check what it wrote.
+
+    Unless `slurm` (a run through the SLURM executor), SLURM_CONF names an empty file: the
+    SLURM executor plugin runs `scontrol show config` when snakemake imports it, and where the
+    SLURM client is installed but no controller answers (the test cluster of
+    tests/slurm/cluster.sh when stopped) that call waits 9 s before failing; with an empty
+    config it fails at once. A run that does not use SLURM is otherwise unchanged.
     """
     cmd = [str(VENV_BIN / "snakemake"), "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir)]
     cmd += list(args)
@@ -49,9 +67,10 @@ def run_snakemake(
         cmd += ["--configfile", *map(str, configfiles)]
     if config:
         cmd += ["--config", *config]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env or subprocess_env(), timeout=timeout, umask=umask
-    )
+    env = dict(env or subprocess_env())
+    if not slurm and "SLURM_CONF" not in env:
+        env["SLURM_CONF"] = str(_no_slurm_conf())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, umask=umask)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"

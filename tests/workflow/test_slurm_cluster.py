@@ -73,7 +73,7 @@ class Run:
 
 def timed_snakemake(workdir: Path, *args: str, check: bool = True) -> Run:
     start = time.monotonic()
-    proc = run_snakemake(workdir, *args, configfiles=TINY_CONFIGS, check=check, timeout=2400)
+    proc = run_snakemake(workdir, *args, configfiles=TINY_CONFIGS, check=check, timeout=2400, slurm=True)
     return Run(workdir, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start)
 
 
