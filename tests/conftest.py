@@ -136,15 +136,22 @@ def demo_inputs(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "dataset": dataset, "teacher": teacher}
 
 
+def plan_demo_shards(demo_inputs, root: Path, n_shards: int = 2) -> list[str]:
+    """Lengths and an n-shard plan (root/plan.parquet) of the demo inputs, made with the CLIs;
+    returns the scripts' --teacher/--dataset arguments."""
+    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
+    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
+               "--skipped", str(root / "skipped.tsv"), check=True)
+    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", str(n_shards),
+               "--output", str(root / "plan.parquet"), check=True)
+    return src
+
+
 @pytest.fixture(scope="module")
 def shard(demo_inputs, tmp_path_factory):
     """Lengths, a 2-shard plan and shard 1's rows of the demo inputs, made with the CLIs."""
     root = tmp_path_factory.mktemp("shard")
-    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
-    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
-               "--skipped", str(root / "skipped.tsv"), check=True)
-    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(root / "plan.parquet"), check=True)
+    src = plan_demo_shards(demo_inputs, root)
     run_script("select_shard.py", "--plan", str(root / "plan.parquet"), "--shard", "1",
                "--output", str(root / "s1.parquet"), check=True)
     return {"src": src, "rows": root / "s1.parquet", "root": root}

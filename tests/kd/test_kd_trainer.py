@@ -448,7 +448,7 @@ def kd_md_example(heading: str) -> str:
 def demo_results(demo_inputs, tmp_path_factory):
     """The default run's layout (results/demo/teacher, results/demo/conversations.parquet,
     results/distill/logits/) with two shards extracted by the distillation chain's scripts from the demo inputs."""
-    from conftest import run_script
+    from conftest import plan_demo_shards, run_script
 
     root = tmp_path_factory.mktemp("kd_md")
     (root / "results" / "demo").mkdir(parents=True)
@@ -457,11 +457,7 @@ def demo_results(demo_inputs, tmp_path_factory):
     work, logits = root / "work", root / "results" / "distill" / "logits"
     work.mkdir()
     logits.mkdir(parents=True)
-    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
-    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(work / "lengths.parquet"),
-               "--skipped", str(work / "skipped.tsv"), check=True)
-    run_script("make_shards.py", "--lengths", str(work / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(work / "plan.parquet"), check=True)
+    src = plan_demo_shards(demo_inputs, work)
     for i in range(2):
         rows = work / f"rows-{i}.parquet"
         run_script("select_shard.py", "--plan", str(work / "plan.parquet"), "--shard", str(i), "--output", str(rows),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_script
+from conftest import plan_demo_shards, run_script
 from logit_lineage.student import METHODS
 from logit_lineage.student.eval_file import read_eval
 from logit_lineage.student.examples_file import read_examples
@@ -26,11 +26,7 @@ def test_help(name):
 def shards(demo_inputs, tmp_path_factory):
     """The distillation chain's scripts on the session's demo inputs: two shards of compressed logits."""
     root = tmp_path_factory.mktemp("student_shards")
-    src = ["--teacher", str(demo_inputs["teacher"]), "--dataset", str(demo_inputs["dataset"])]
-    run_script("compute_lengths.py", *src, "--max-seq-len", "512", "--output", str(root / "lengths.parquet"),
-               "--skipped", str(root / "skipped.tsv"), check=True)
-    run_script("make_shards.py", "--lengths", str(root / "lengths.parquet"), "--n-shards", "2",
-               "--output", str(root / "plan.parquet"), check=True)
+    src = plan_demo_shards(demo_inputs, root)
     logits = []
     for i in range(2):
         rows, out = root / f"rows-{i}.parquet", root / f"shard-{i:05d}.parquet"
