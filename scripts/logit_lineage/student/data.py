@@ -102,20 +102,20 @@ def load_student_data(examples_path: Path, shards: list[Path]) -> StudentData:
     found = {"train": [], "heldout": []}
     seen: set[int] = set()
     for item in ds:
-        entry = listed.get(int(item["index"]))
+        index = int(item["index"])
+        entry = listed.get(index)
         if entry is None:
             continue
-        if int(item["index"]) in seen:
-            raise LineageError(f"example {item['index']} is in more than one of the {len(shards)} shards given "
+        if index in seen:
+            raise LineageError(f"example {index} is in more than one of the {len(shards)} shards given "
                                "(the same shard listed twice?)", path=examples_path)
-        seen.add(int(item["index"]))
+        seen.add(index)
         split, ids = entry
         checked_input_ids(ids, item, examples_path, cause="examples file made from other shards?")
         item["input_ids"] = ids
         found[split].append(item)
-    n_found = len(found["train"]) + len(found["heldout"])
-    if n_found != len(listed):
-        missing = sorted(set(listed) - {it["index"] for v in found.values() for it in v})
+    if len(seen) != len(listed):
+        missing = sorted(set(listed) - seen)
         raise LineageError(f"{len(missing)} listed example(s) are in none of the shards (first: {missing[0]})",
                            path=examples_path)
     for split in found.values():
