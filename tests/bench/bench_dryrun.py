@@ -448,7 +448,7 @@ def mirror_dry_run(n_shards: int, jobs: int, workdir: Path) -> dict:
 
 def input_files(stdout: str) -> int:
     """Input files over every job of a dry run's listing (its `input:` lines)."""
-    return sum(len(m.group(1).split(", ")) for m in re.finditer(r"^\s+input: (.+)$", stdout, re.M))
+    return sum(len(j["input"]) for j in parse_listing(stdout))
 
 
 KINDS = ("workflow", "bare", "edges", "directives", "mirror")
