@@ -167,6 +167,47 @@ def test_bf16_autocast_trains(tiny, tmp_path):
     assert (True, torch.bfloat16) in seen and (True, torch.float32) not in seen
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_bf16_runs_the_head_at_the_stored_rows_in_bf16(tiny, tmp_path, fused):
+    """Under bf16=True the head applied at the stored rows is a bfloat16 matmul, as inside the
+    model's own forward under autocast (the head is most of a small student's compute): the
+    row path is kept (no fall back to the full logits), the plain and the fused head see
+    bfloat16 inputs, and both make the update of the same bf16 step."""
+    import logit_lineage.kd.trainer as trainer_module
+
+    train, _ = datasets_of(tiny)
+    items = sorted(train, key=lambda it: it["index"])[:8]
+    order = np.arange(8).reshape(-1, 4)
+    seen = []
+    model = small_student(seed=3)
+    model.lm_head.register_forward_hook(lambda m, i, out: seen.append((i[0].shape[0], out.dtype)))
+    real_fused = trainer_module.kd_loss_from_hidden
+
+    def spy(hidden, weight, *a, **kw):
+        seen.append(("fused", hidden.dtype, weight.dtype))
+        return real_fused(hidden, weight, *a, **kw)
+
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    args = training_args(tmp_path, per_device_train_batch_size=4, max_steps=2, max_grad_norm=0.0, logging_steps=1,
+                         bf16=True)
+    trainer = KDTrainer(model=model, args=args, train_dataset=as_ordered_dataset(items, order), fused_head=fused,
+                        optimizers=(opt, sched))
+    trainer_module.kd_loss_from_hidden = spy
+    try:
+        trainer.train()
+    finally:
+        trainer_module.kd_loss_from_hidden = real_fused
+    assert trainer._rows_ok is True
+    stored = sum(len(it["positions"]) for it in items[:4])  # the first batch's stored tokens
+    if fused:
+        assert ("fused", torch.bfloat16, torch.bfloat16) in seen
+        assert all(e[0] != stored for e in seen if e[0] != "fused")  # no [tokens, V] head call
+    else:
+        assert (stored, torch.bfloat16) in seen and all(dtype == torch.bfloat16 for _, dtype in seen)
+    assert all(math.isfinite(v) for _, v in trainer.loss_history())
+
+
 def test_the_datasets_split_wins_and_a_disagreeing_one_is_refused(tiny, tmp_path, monkeypatch):
     train, _ = datasets_of(tiny)
     trainer = KDTrainer(model=small_student(), args=training_args(tmp_path, max_steps=1), train_dataset=train)

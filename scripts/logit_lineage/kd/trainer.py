@@ -25,7 +25,9 @@ accumulating k batches of b examples gives the gradient of one batch of k·b.
 Student logits are computed at the rows that predict stored tokens only: the model runs
 with `output_hidden_states=True, logits_to_keep=1` and its output head is applied to the
 last hidden state at those rows (checked on the first batch against the model's own
-logits; a model whose head does something else falls back to its full logits).
+logits; a model whose head does something else falls back to its full logits). Under
+`bf16=True` / `fp16=True` the head runs in that dtype, as it does inside the model's own
+forward under autocast (the fused head too); the loss math stays float32.
 
 Processes (`accelerate launch`, `torchrun`): the dataset's own split wins. `KDTrainer` sets
 a `CompressedLogitsDataset`'s `rank` / `world_size` to the process index and count (each
@@ -307,7 +309,8 @@ class KDTrainer(Trainer):
             out = model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True, **kw)
             hidden = out.hidden_states[-1] if out.hidden_states is not None else None
             if self._rows_ok is None:
-                self._rows_ok = hidden is not None and self._head_matches(unwrapped, hidden, out.logits)
+                with self.accelerator.autocast():
+                    self._rows_ok = hidden is not None and self._head_matches(unwrapped, hidden, out.logits)
                 if not self._rows_ok:
                     log.warning("KDTrainer: %s's head on its last hidden state differs from its logits; "
                                 "using its full logits", type(unwrapped).__name__)
@@ -315,7 +318,8 @@ class KDTrainer(Trainer):
                 h = hidden[b, t]
                 if self.fused_head and self.targets == "shards" and not need_logits:
                     return None, h
-                return head_logits(unwrapped, h), h
+                with self.accelerator.autocast():  # as the model's own forward runs its head
+                    return head_logits(unwrapped, h), h
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return logits[b, t].float(), None
 
@@ -324,9 +328,10 @@ class KDTrainer(Trainer):
     def _head_matches(model, hidden, logits) -> bool:
         from logit_lineage.teacher.load import head_logits
 
+        exact = logits.dtype == torch.float32 and not torch.is_autocast_enabled(logits.device.type)
         ref = logits[:, -1].float()
         ours = head_logits(model, hidden[:, -1])
-        tol = 1e-3 * max(1.0, float(ref.abs().max())) if ref.dtype == torch.float32 else 5e-2
+        tol = 1e-3 * max(1.0, float(ref.abs().max())) if exact else 5e-2 * max(1.0, float(ref.abs().max()) / 8)
         return ours.shape == ref.shape and float((ours - ref).abs().max()) <= max(tol, 1e-3)
 
     @torch.no_grad()
@@ -340,16 +345,25 @@ class KDTrainer(Trainer):
         hidden = decoder_hidden(self.teacher, ids, batch["attention_mask"])
         return head_logits(self.teacher, hidden[b, t])
 
+    def _fused_head_inputs(self, model, hidden):
+        """(hidden, head weight, head bias) for the fused losses, which compute in their inputs'
+        dtype: under bf16 / fp16 mixed precision in that dtype, as autocast runs the head."""
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        weight, bias = head.weight, getattr(head, "bias", None)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.accelerator.mixed_precision))
+        if dtype is None:
+            return hidden, weight, bias
+        return hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
     def _kd_sum(self, logits, hidden, batch, model) -> torch.Tensor:
         targets = batch["targets"]
         if self.targets == "teacher":
             return dense_kd_loss(logits, self._teacher_rows(batch), kind=self.kind, temperature=self.temperature,
                                  reduction="sum")
         if logits is None:  # fused head: no [N, V] logits
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()
-            return kd_loss_from_hidden(hidden, head.weight, targets, bias=getattr(head, "bias", None),
-                                       kind=self.kind, estimator=self.estimator, temperature=self.temperature,
-                                       reduction="sum")
+            hidden, weight, bias = self._fused_head_inputs(model, hidden)
+            return kd_loss_from_hidden(hidden, weight, targets, bias=bias, kind=self.kind, estimator=self.estimator,
+                                       temperature=self.temperature, reduction="sum")
         return kd_loss(logits, targets, kind=self.kind, estimator=self.estimator, temperature=self.temperature,
                        reduction="sum")
 
@@ -368,9 +382,8 @@ class KDTrainer(Trainer):
             ce_on = self.alpha < 1
             with torch.set_grad_enabled(ce_on and torch.is_grad_enabled()):
                 if logits is None:  # fused head
-                    head = self.accelerator.unwrap_model(model).get_output_embeddings()
-                    ce = hard_label_loss_from_hidden(hidden, head.weight, targets, bias=getattr(head, "bias", None),
-                                                     reduction="sum")
+                    h, weight, bias = self._fused_head_inputs(model, hidden)
+                    ce = hard_label_loss_from_hidden(h, weight, targets, bias=bias, reduction="sum")
                 else:
                     ce = hard_label_loss(logits, targets, reduction="sum")
             if ce_on:
