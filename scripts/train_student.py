@@ -68,6 +68,10 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
 @click.option("--teacher-dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               default=DEFAULTS["teacher_dtype"],
               show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=DEFAULTS["precision"],
+              show_default=True,
+              help="Training arithmetic: bfloat16 = mixed precision (body and head matmuls in bfloat16 under "
+                   "autocast; weights, optimizer and loss math float32). The held-out evaluation is float32.")
 @click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--curve-every", type=click.IntRange(min=0), default=DEFAULTS["curve_every"], show_default=True,
@@ -86,7 +90,7 @@ DEFAULTS = schema_defaults("student")  # the config's defaults: one home, the sc
               help="Wall-time JSON to write (kept apart from the reproducible results).")
 @main_guard
 def main(method, seed, examples, shards, dense, format_label, teacher, revision, steps, batch_size, learning_rate, warmup_steps,
-         weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, device, threads,
+         weight_decay, grad_clip, init, freeze_embeddings, depth_fraction, width_fraction, eval_batch_size, teacher_dtype, precision, device, threads,
          curve_every, yardstick_batches, log_every, checkpoint, output, timings):
     import time
 
@@ -151,7 +155,7 @@ def main(method, seed, examples, shards, dense, format_label, teacher, revision,
     order = batch_order(len(data.train), steps=steps, batch_size=batch_size, seed=seed)
     settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                              warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                             log_every=log_every)
+                             log_every=log_every, precision=precision)
     log.info("student %s seed %d: %d layers, hidden %d, %d heads, %d parameters; %d training / %d held-out "
              "examples on %s", method, seed, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
              count_parameters(student), len(data.train), len(data.heldout), dev)
@@ -206,6 +210,7 @@ def main(method, seed, examples, shards, dense, format_label, teacher, revision,
             "loss_curve": [[s, v] for s, v in result.losses],
             "heldout_curve": [[s, v] for s, v in result.curve],
             "data_order_sha256": order_sha256(order, data.train), "init_sha256": init_sha, "device": str(dev),
+            **({"precision": precision} if precision != "float32" else {}),  # absent: float32
         },
         "heldout": held,
         **({"gradient_yardstick": yardstick} if yardstick else {}),

@@ -152,6 +152,31 @@ def test_pruned_student_starts_from_the_teachers_layers(shards, tmp_path):
             assert (frozen[key] == teacher[key]).all() and not (trained[key] == teacher[key]).all(), key
 
 
+def test_bfloat16_training_is_recorded_and_changes_only_the_arithmetic(shards, tmp_path):
+    """--precision bfloat16 trains under autocast: the weights come out different from the
+    float32 run's (the arithmetic changed), the student is as good within bfloat16's
+    rounding, and eval.json records the precision (a float32 run's has no such key)."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        proc = run_script(
+            "train_student.py", "--method", "dense", "--seed", "1", "--examples", str(shards["examples"]),
+            *_logits_args(shards["logits"]), "--teacher", str(shards["teacher"]), "--steps", "8",
+            "--batch-size", "4", "--warmup-steps", "2", "--threads", "1", "--init", "pruned",
+            "--precision", precision, "--checkpoint", str(out / "model.safetensors"), "--output",
+            str(out / "eval.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[precision] = (read_eval(out / "eval.json"), load_file(out / "model.safetensors"))
+    (f32, w32), (b16, w16) = runs["float32"], runs["bfloat16"]
+    assert "precision" not in f32["training"] and b16["training"]["precision"] == "bfloat16"
+    assert f32["training"]["init_sha256"] == b16["training"]["init_sha256"]
+    assert any(not (w32[k] == w16[k]).all() for k in w32)
+    kl32, kl16 = f32["heldout"]["kl_to_teacher"], b16["heldout"]["kl_to_teacher"]
+    assert abs(kl16 - kl32) <= 0.05 * kl32 + 1e-3, (kl32, kl16)
+
+
 def test_errors_are_one_line_and_leave_nothing(shards, tmp_path):
     out = tmp_path / "run"
     proc = _train(shards, "compressed", out, logits=shards["logits"][:1])

@@ -100,7 +100,7 @@ def test_train_settings_take_the_schemas_defaults():
     filled = {}
     validate(filled, str(REPO / "workflow" / "schemas" / "student.schema.yaml"))
     settings = TrainSettings()
-    for key in ("steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "grad_clip"):
+    for key in ("steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "grad_clip", "precision"):
         assert getattr(settings, key) == filled[key], key
 
 

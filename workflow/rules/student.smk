@@ -160,7 +160,7 @@ rule train_student:
             f"--steps {STUDENT['steps']} --batch-size {STUDENT['batch_size']} "
             f"--learning-rate {STUDENT['learning_rate']} --warmup-steps {STUDENT['warmup_steps']} "
             f"--weight-decay {STUDENT['weight_decay']} --grad-clip {STUDENT['grad_clip']} "
-            f"--curve-every {STUDENT['curve_every']}"
+            f"--curve-every {STUDENT['curve_every']} --precision {STUDENT['precision']}"
         ),
         yardstick=lambda wildcards: YARDSTICK_ARGS[int(wildcards.seed)],
         dense=STUDENT_DENSE_ARGS,

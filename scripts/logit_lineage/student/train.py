@@ -30,7 +30,7 @@ from logit_lineage.student import METHODS
 log = logging.getLogger("logit_lineage")
 
 @dataclass
-@defaults_from_schema("student")  # steps, batch_size, learning_rate, warmup_steps, weight_decay, grad_clip
+@defaults_from_schema("student")  # steps, batch_size, learning_rate, warmup_steps, weight_decay, grad_clip, precision
 class TrainSettings:
     steps: int
     batch_size: int
@@ -38,6 +38,7 @@ class TrainSettings:
     warmup_steps: int
     weight_decay: float
     grad_clip: float
+    precision: str  # float32, or bfloat16: mixed precision (TrainingArguments(bf16=True))
     log_every: int = 50
 
 
@@ -117,6 +118,8 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "dense" and teacher is None:
         raise ValueError("method 'dense' needs the teacher")
+    if settings.precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16, got {settings.precision!r}")
     if order.shape != (settings.steps, settings.batch_size):
         raise ValueError(f"batch order has shape {order.shape}, settings say ({settings.steps}, {settings.batch_size})")
     device = torch.device(device)
@@ -131,6 +134,7 @@ def train_student(model, items: list[dict], order: np.ndarray, method: str, sett
             max_grad_norm=max(0.0, settings.grad_clip), logging_steps=settings.log_every,
             save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu",
             dataloader_num_workers=0, dataloader_pin_memory=False, per_device_eval_batch_size=eval_batch_size,
+            bf16=settings.precision == "bfloat16",
             **({"eval_strategy": "steps", "eval_steps": curve_every} if heldout and curve_every > 0 else {}),
         )
         dumped = isinstance(teacher, DenseLogits)
