@@ -172,7 +172,7 @@ def test_bf16_runs_the_head_at_the_stored_rows_in_bf16(tiny, tmp_path, fused):
     """Under bf16=True the head applied at the stored rows is a bfloat16 matmul, as inside the
     model's own forward under autocast (the head is most of a small student's compute): the
     row path is kept (no fall back to the full logits), the plain and the fused head see
-    bfloat16 inputs, and both make the update of the same bf16 step."""
+    bfloat16 inputs, and the losses stay finite."""
     import logit_lineage.kd.trainer as trainer_module
 
     train, _ = datasets_of(tiny)
