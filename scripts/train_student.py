@@ -20,7 +20,9 @@ with one of four targets (--method):
 Then, on the held-out examples, the student's KL(teacher ‖ student), cross-entropy and top-1
 agreement per stored token are measured against the teacher's dense distributions: read from
 --dense (dense dumps of every kept token, dump_dense_logits.py --all-tokens: the teacher runs
-once for every seed and method) or, without it, computed on the fly. With --dense the
+once for every seed and method) or, without it, computed on the fly; the KL is also split at
+the teacher's nucleus as the shards define it (top_p, at most top_p_max_elements ids: what
+`topk` keeps), with the mass each puts beyond it. With --dense the
 learning curve (--curve-every) is the exact held-out KL too, not the shards' estimate. Writes --checkpoint (safetensors, config in its metadata) and --output (JSON,
 docs/STUDENT.md), which depend on the inputs alone (a rerun writes the same bytes), and with
 --timings a JSON of this run's wall times (loading, the training loop, the evaluation).
@@ -187,7 +189,8 @@ def main(method, seed, examples, shards, dense, format_label, teacher, revision,
         yardstick["final"] = gradient_yardstick(student, reference, yard_batches, estimators=estimators)
     eval_start = time.perf_counter()
     held = evaluate_heldout(student, reference, data.heldout, batch_size=eval_batch_size, pad_id=pad_id,
-                            vocab_size=data.vocab_size, device=dev)
+                            vocab_size=data.vocab_size, device=dev,
+                            nucleus=(stored["top_p"], stored["top_p_max_elements"]))
     eval_seconds = time.perf_counter() - eval_start
     save_student(student, checkpoint, method=method, seed=seed, steps=steps)
     write_eval(output, {

@@ -9,15 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logit_lineage.common.errors import LineageError
+from logit_lineage.distill.compress import reference_compress_row
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.dataset import CompressedLogitsDataset
 from logit_lineage.student import METHODS
 from logit_lineage.student.data import batch_order, load_student_data, order_sha256, split_heldout
 from logit_lineage.student.eval_file import check_eval
-from logit_lineage.student.evaluate import evaluate_heldout
+from logit_lineage.student.evaluate import evaluate_heldout, nucleus_mask
 from logit_lineage.student.examples_file import read_examples, write_examples
 from logit_lineage.student.forward import make_batch, rows_logits, teacher_rows_logits
 from logit_lineage.student.model import (
@@ -207,6 +210,57 @@ def test_training_lowers_loss_and_heldout_kl(tiny, method):
     assert 0 <= after["top1_agree"] <= 1 and after["teacher_entropy"] > 0
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), top_p=st.floats(0.05, 0.999), cap=st.integers(1, 80),
+       sharpness=st.floats(0.1, 8.0))
+def test_nucleus_mask_is_the_extractions_nucleus(seed, top_p, cap, sharpness):
+    """The evaluation's nucleus is the one the extraction stores (its full-vocabulary reference)."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(5, VOCAB, generator=gen, dtype=torch.float64) * sharpness
+    mask = nucleus_mask(torch.softmax(logits, -1), top_p, cap)
+    for row in range(logits.shape[0]):
+        nucleus, _, _ = reference_compress_row(logits[row], torch.rand(VOCAB, generator=gen, dtype=torch.float64),
+                                               top_p=top_p, cap=cap, k=4)
+        assert set(mask[row].nonzero().flatten().tolist()) == set(nucleus.tolist())
+
+
+def test_heldout_kl_split_at_the_teachers_nucleus(tiny):
+    """With a nucleus the evaluation adds the KL beyond it (the part renormalised top-k targets
+    never teach) and the mass each side puts there: the same sums as one over the extraction's
+    own nucleus, the other figures unchanged, all zero for the teacher itself."""
+    data, teacher = tiny["data"], tiny["teacher"]
+    student = build_student(student_config(teacher.config), 3)
+    top_p, cap = 0.9, 12
+    plain = evaluate_heldout(student, teacher, data.heldout, batch_size=8, vocab_size=VOCAB)
+    split = evaluate_heldout(student, teacher, data.heldout, batch_size=8, vocab_size=VOCAB, nucleus=(top_p, cap))
+    assert {k: split[k] for k in plain} == plain
+    assert split["nucleus"] == {"top_p": top_p, "max_elements": cap}
+    beyond = teacher_mass = student_mass = 0.0
+    for a in range(0, len(data.heldout), 8):
+        batch = make_batch(data.heldout[a : a + 8], pad_id=0, vocab_size=VOCAB, device="cpu")
+        with torch.no_grad():
+            lt = torch.log_softmax(teacher_rows_logits(teacher, batch).double(), -1)
+            ls = torch.log_softmax(rows_logits(student, batch["input_ids"], batch["attention_mask"],
+                                               batch["rows"]).double(), -1)
+        for row in range(lt.shape[0]):
+            outside = torch.ones(VOCAB, dtype=torch.bool)
+            nucleus, _, _ = reference_compress_row(lt[row], torch.rand(VOCAB, dtype=torch.float64),
+                                                   top_p=top_p, cap=cap, k=4)
+            outside[nucleus] = False
+            p = lt[row].exp()
+            beyond += float((p * (lt[row] - ls[row]))[outside].sum())
+            teacher_mass += float(p[outside].sum())
+            student_mass += float(ls[row].exp()[outside].sum())
+    n = split["tokens"]
+    assert split["kl_beyond_nucleus"] == pytest.approx(beyond / n, rel=1e-9, abs=1e-12)
+    assert split["teacher_mass_beyond_nucleus"] == pytest.approx(teacher_mass / n, rel=1e-9)
+    assert split["student_mass_beyond_nucleus"] == pytest.approx(student_mass / n, rel=1e-9)
+    itself = evaluate_heldout(teacher, teacher, data.heldout, batch_size=8, vocab_size=VOCAB, nucleus=(top_p, cap))
+    assert itself["kl_to_teacher"] == pytest.approx(0, abs=1e-9)
+    assert itself["kl_beyond_nucleus"] == pytest.approx(0, abs=1e-9)
+    assert itself["student_mass_beyond_nucleus"] == pytest.approx(itself["teacher_mass_beyond_nucleus"], rel=1e-9)
+
+
 def test_training_is_deterministic_given_method_and_seed(tiny):
     data, teacher = tiny["data"], tiny["teacher"]
     cfg = student_config(teacher.config)
@@ -371,6 +425,28 @@ def test_summary_versus_dense_power_and_close():
     assert close["z"] == pytest.approx(0.06 / (math.sqrt(0.0028) / math.sqrt(3)))
     assert close["z"] == pytest.approx(1.964, abs=1e-3)
     assert close["indistinguishable"] is True and close["met"] is False
+
+
+def test_summary_splits_the_paired_kl_at_the_nucleus():
+    """Where the runs split their KL at the same nucleus, versus_dense pairs each part: beyond
+    it (what topk never teaches) and within it, the two adding up to the paired difference."""
+    offsets = {"dense": (0.0, 0.0, 0.0), "topk": (0.01, -0.02, 0.03), "compressed/v3": (0.0, 0.01, 0.02)}
+    beyond = {"dense": (0.05, 0.06, 0.05), "topk": (0.08, 0.09, 0.08), "compressed/v3": (0.05, 0.06, 0.05)}
+    records = _runs(offsets)
+    for name, rec in records:
+        key, seed = name[:-1], int(name[-1])
+        rec["heldout"]["kl_beyond_nucleus"] = beyond[key][SEEDS.index(seed)]
+        rec["heldout"]["nucleus"] = {"top_p": 0.98, "max_elements": 16 if key == "compressed/v3" else 100}
+    versus = summarize(table_rows(records))["versus_dense"]
+    split = versus["topk"]["kl_split_delta"]
+    assert split["beyond_nucleus"] == {"mean": pytest.approx(0.03), "se": pytest.approx(0.0, abs=1e-12)}
+    assert split["within_nucleus"]["mean"] == pytest.approx(versus["topk"]["mean"] - 0.03)
+    assert split["within_nucleus"]["se"] == pytest.approx(versus["topk"]["se"])
+    assert "kl_split_delta" not in versus["compressed/v3"]  # another nucleus: not comparable
+    line = next(x for x in summary_lines(summarize(table_rows(records))) if x.startswith("topk vs dense"))
+    assert line.endswith("; beyond nucleus +0.0300 ± 0.0000, within nucleus -0.0233 ± 0.0145")
+    plain = summarize(table_rows(_runs(offsets)))["versus_dense"]
+    assert "kl_split_delta" not in plain["topk"]
 
 
 def test_summary_versus_dense_zero_spread_and_missing_runs():

@@ -7,13 +7,16 @@
       "training": {"steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "grad_clip",
                    "train_examples", "tokens", "examples", "teacher_forward_tokens", "final_loss",
                    "loss_curve": [[step, loss], ...], "data_order_sha256", "init_sha256", "device"},
-      "heldout": {"examples", "tokens", "kl_to_teacher", "ce", "top1_agree", "teacher_ce", "teacher_entropy"}
+      "heldout": {"examples", "tokens", "kl_to_teacher", "ce", "top1_agree", "teacher_ce", "teacher_entropy",
+                  optional: "kl_beyond_nucleus", "teacher_mass_beyond_nucleus", "student_mass_beyond_nucleus",
+                  "nucleus": {"top_p", "max_elements"}}
     }
 
 `tokens`: stored (assistant) tokens trained on, summed over steps; `teacher_forward_tokens`:
 padded tokens the teacher ran on during training (dense only; the other targets come from
 files). `data_order_sha256` and `init_sha256` are equal for every method of a seed: the
-same batches, the same initial weights. No wall times: a record depends on its inputs
+same batches, the same initial weights. The optional held-out keys split the KL at the
+teacher's nucleus of the run's shards (logit_lineage.student.evaluate). No wall times: a record depends on its inputs
 alone, so a rerun (or the same run on SLURM) writes the same bytes; times are in the job's
 log and benchmark file.
 """

@@ -25,7 +25,9 @@ teacher), and the training steps per second.
                 (method compressed on main, the distillation chain's shards, and on each student.formats variant),
      "versus_dense": {group: {"mean", "se", "z", "values", "seeds", "n_seeds", "note", "gap_closed",
                               "bytes_per_token", "ce_delta": {"mean", "se"},
-                              "top1_delta": {"mean", "se"}}},
+                              "top1_delta": {"mean", "se"},
+                              "kl_split_delta": {"beyond_nucleus": {"mean", "se"},
+                                                 "within_nucleus": {"mean", "se"}}   (optional)}},
      "goal": {"gap_closed_min": 0.95, "power_z": 3.0, "compressed_gap_closed",
               "power": {"sft", "topk", "met"},
               "close": {group: {"gap_closed", "z", "closes_gap", "indistinguishable", "met"}},
@@ -41,6 +43,8 @@ teacher than dense); `mean` their mean, `se` their sample std / sqrt(n_seeds), t
 standard error (null with one seed), `z` = mean / se. With se 0, z is null (JSON has no
 infinity) and `note` says which: every difference 0 (identical to dense: |z| counts as 0) or
 one nonzero difference on every seed (|z| counts as infinite); otherwise `note` is null.
+`kl_split_delta` (where the runs' eval.json split the KL at the same nucleus): the same paired
+difference beyond the teacher's nucleus and within it (the two add up to `mean`).
 `gap_closed`: (KL_sft − KL_group) / (KL_sft − KL_dense) from the seed means of main's sft and
 dense and the group's own runs (null without both baselines); `bytes_per_token` as in the
 table; `ce_delta`, `top1_delta`: the same paired mean and standard error for CE and top-1
@@ -125,6 +129,7 @@ def table_rows(records: list[tuple[str, dict]]) -> list[dict]:
             "data_order_sha256": t["data_order_sha256"], "init_sha256": t["init_sha256"],
             "heldout_curve": [(int(a), float(b)) for a, b in t.get("heldout_curve") or []],
             "gradient_yardstick": rec.get("gradient_yardstick"),
+            "kl_beyond_nucleus": h.get("kl_beyond_nucleus"), "nucleus": h.get("nucleus"),
         })
     if not rows:
         raise LineageError("no evaluation files to tabulate")
@@ -245,7 +250,23 @@ def _versus_dense(groups: dict[str, list[dict]], rows: list[dict], kl: dict[str,
                     "n_seeds": len(paired), "gap_closed": _gap({**kl, key: own}, key),
                     "bytes_per_token": members[0]["bytes_per_token"],
                     "ce_delta": _paired(delta["ce"]), "top1_delta": _paired(delta["top1_agree"])}
+        split = _split_delta(paired, dense)
+        if split is not None:
+            out[key]["kl_split_delta"] = split
     return out
+
+
+def _split_delta(paired: list[dict], dense: dict[int, dict]) -> dict[str, Any] | None:
+    """The paired KL difference split at the teacher's nucleus (beyond it: where renormalised
+    top-k targets put nothing), where every run of the pair measured it at the same nucleus."""
+    pairs = [(m, dense[m["seed"]]) for m in paired]
+    if not all(m["kl_beyond_nucleus"] is not None and m["nucleus"] is not None and m["nucleus"] == d["nucleus"]
+               and d["kl_beyond_nucleus"] is not None for m, d in pairs):
+        return None
+    beyond = [m["kl_beyond_nucleus"] - d["kl_beyond_nucleus"] for m, d in pairs]
+    within = [(m["kl_to_teacher"] - m["kl_beyond_nucleus"]) - (d["kl_to_teacher"] - d["kl_beyond_nucleus"])
+              for m, d in pairs]
+    return {"beyond_nucleus": _paired(beyond), "within_nucleus": _paired(within)}
 
 
 def _all(values) -> bool | None:
@@ -364,8 +385,12 @@ def _versus_line(key: str, e: dict) -> str:
     se = "?" if e["se"] is None else f"{e['se']:.4f}"
     gap = "" if e["gap_closed"] is None else f", gap closed {100 * e['gap_closed']:.1f} %"
     size = "" if e["bytes_per_token"] is None else f", {e['bytes_per_token']:.1f} B/token"
+    split = e.get("kl_split_delta")
+    where = "" if split is None else "; " + ", ".join(
+        f"{part.replace('_', ' ')} {d['mean']:+.4f} ± {'?' if d['se'] is None else format(d['se'], '.4f')}"
+        for part, d in split.items())
     return (f"{key} vs dense: Δ KL {e['mean']:+.4f} ± {se} (paired SE, {e['n_seeds']} seeds), "
-            f"z {_z_text(e)}{gap}{size}")
+            f"z {_z_text(e)}{gap}{size}{where}")
 
 
 def _goal_lines(goal: dict) -> list[str]:
