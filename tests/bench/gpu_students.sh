@@ -27,7 +27,8 @@
 # session's 15 minutes once. `run` gives the workflow RUN_SECONDS (default 480); a run cut
 # short still returns every finished student's eval.json (students.tar.gz). Under `run`, SMOKE=1 lays
 # tests/bench/gpu_students_smoke.yaml over the two configs (a few steps on a few
-# conversations, any device): the same path in minutes, for trying this script on a CPU.
+# conversations, any device): the same path in minutes, for trying this script on a CPU
+# (after `pack`: PATH=.venv/bin:$PATH SMOKE=1 bash tests/bench/gpu_students.sh run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=.gpu
