@@ -3,22 +3,17 @@ GPU machine is spent on it: its configs, laid over each other as the script lays
 and give the larger run's jobs and commands, and the smoke overlay the small one's."""
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import REPO, copy_workflow, job_counts, run_snakemake
 from logit_lineage.demo.dataset_file import write_conversations
 
 pytestmark = pytest.mark.workflow
 SCRIPT = Path(__file__).with_name("gpu_students.sh")
 SMOKE = Path(__file__).with_name("gpu_students_smoke.yaml")
-
-
-def job_counts(proc) -> dict[str, int]:
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", proc.stdout, re.M)}
 
 
 def train_commands(proc) -> list[str]:

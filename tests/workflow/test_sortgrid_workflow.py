@@ -1,12 +1,10 @@
 """The sort-grid chain through real snakemake: the tiny grid end to end, targeted rebuilds, dry runs."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-from conftest import REPO, TINY_CONFIGS, run_snakemake
+from conftest import REPO, TINY_CONFIGS, job_counts, run_snakemake
 from logit_lineage.sortgrid.checkpoint import CHECKPOINT_KEYS
 from logit_lineage.sortgrid.table_file import read_csv
 
@@ -16,11 +14,6 @@ SG = "results/sortgrid"
 TARGETS = [f"{SG}/sort_grid_table.csv", f"{SG}/sort_grid_summary.csv", f"{SG}/sort_grid_generalization.png"]
 HEADLINE_RUN = "with_layernorm/fixed/len_gen_single_k4/task_0003/seed1337"
 HEADLINE_STEM = "N128_d128_H1_L1_npos1_mlp0_ln1_lenmix_trainK4to4_testK17to32_nodup1"
-
-
-def job_counts(proc) -> dict[str, int]:
-    text = proc.stdout + proc.stderr
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 
 import pytest
 
-from conftest import run_snakemake
+from conftest import job_counts, run_snakemake
 from logit_lineage.formats.logits import LogitsShard
 from logit_lineage.student import METHODS
 from logit_lineage.student.eval_file import read_eval
@@ -24,10 +23,6 @@ FAST = """
 demo: {n_conversations: 80, train_steps: 8}
 distill: {n_shards: 1}
 """
-
-
-def job_counts(proc) -> dict[str, int]:
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M)}
 
 
 @pytest.fixture
