@@ -21,11 +21,11 @@ import torch
 
 from benchlib import Result, fmt_bytes
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
-from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, _records, extract_shard
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import build_table, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
+from logit_lineage.teacher.compress import BlockNoise, Workspace, compress_rows
 from logit_lineage.teacher.data import Row
 from workloads import embed_rows, zipf_logits
 

@@ -14,7 +14,7 @@ a fresh process (benchlib.peak_rss_delta). Agreement: both methods on the same
 rows (baseline with the format's inclusive nucleus rule, docs/FORMAT.md) must give the same
 logsumexp and nucleus sets, and tails of the same size (the tail samples are
 random draws of the same law, Gumbel-top-k over the tail: that is tested in
-tests/distill/test_compress.py, with the same checks shown to reject another law).
+tests/teacher/test_compress.py, with the same checks shown to reject another law).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 
 from benchlib import Result, fmt_bytes, fmt_rate, paired_times, peak_rss_delta
 from context import CAP, SAMPLED_N, SEED, TOP_P, VOCABS, BenchContext
-from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
+from logit_lineage.teacher.compress import BlockNoise, Workspace, compress_rows
 from seed_reference import seed_compress, seed_compress_block, seed_uniforms
 from workloads import embed_rows, nucleus_sizes, rows_per_chunk, zipf_logits
 

@@ -28,10 +28,10 @@ import torch
 import logit_lineage.distill.extract as extract
 from benchlib import Result, fmt_rate, paired_times
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, _chunks, _units, batch_hidden, compress_batch
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.load import head_logits
 
 BENCH = "4 extraction (CPU)"

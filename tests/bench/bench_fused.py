@@ -50,8 +50,8 @@ LABELS = {"full": "(a) full logits + kd_loss", "fused": "(b) kd_loss_from_hidden
 
 def make_targets(path: Path, tokens: int = TOKENS, vocab: int = VOCAB, pool: int = POOL, chunk: int = 256) -> None:
     """Compressed Zipf rows → `SparseTargets` [1, tokens] saved as a dict of tensors."""
-    from logit_lineage.distill.compress import BlockNoise, Compressed, compress_rows
     from logit_lineage.kd import targets_from_compressed
+    from logit_lineage.teacher.compress import BlockNoise, Compressed, compress_rows
     from workloads import zipf_logits
 
     parts = []

@@ -25,11 +25,11 @@ import torch
 
 from benchlib import Result, fmt_rate, median, paired_times
 from context import CAP, SAMPLED_N, SEED, TOP_P, BenchContext
-from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import ExampleRecord, LogitsShard, build_table, write_logits_parquet
 from logit_lineage.formats.reader import token_distributions
 from logit_lineage.kd import CompressedLogitsDataset
+from logit_lineage.teacher.compress import BlockNoise, compress_rows
 from workloads import zipf_logits
 
 BENCH = "7 KD loader"

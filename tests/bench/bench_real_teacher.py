@@ -33,7 +33,6 @@ from bench_extraction import bare_batch, breakdown
 from benchlib import Result, fmt_bytes, fmt_rate, paired_times
 from context import CAP, REPO, SAMPLED_N, SEED, TOP_P, BenchContext
 from logit_lineage.distill.answers import GenerationSettings, generate_answers, read_prompts
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.fidelity.fidelity import token_metrics
 from logit_lineage.formats.indices import high_bits_for_vocab
@@ -41,6 +40,7 @@ from logit_lineage.formats.logits import LogitsShard, build_table, transcode, wr
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
 from logit_lineage.teacher.chat import MaskOptions, tokenize_conversation
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import load_teacher, load_tokenizer
 

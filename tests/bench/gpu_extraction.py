@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, _chunks, _units, batch_hidden, compress_batch
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import padding_fraction, plan_batches
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
 

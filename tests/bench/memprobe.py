@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchlib import peak_since_reset, reset_peak
-from logit_lineage.distill.compress import BlockNoise, Workspace, compress_rows
+from logit_lineage.teacher.compress import BlockNoise, Workspace, compress_rows
 from seed_reference import seed_compress_block
 
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,7 @@
 This is NOT the project's method. It reproduces, operation for operation, what
 the users' original compression code does in `gpu_process_batch` (not in this
 repository; the file's and functions' names keep the old word "seed" for it), so that the
-benchmarks can put the project's `distill.compress.compress_rows` side by side
+benchmarks can put the project's `teacher.compress.compress_rows` side by side
 with it:
 
 1. a float64 copy of the [rows, vocab] logits and their logsumexp;

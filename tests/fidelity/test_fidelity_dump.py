@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.fidelity.dense import dense_logits, sample_tokens
 from logit_lineage.fidelity.report import aggregate, compare_shard, format_headline, plot_report
@@ -15,6 +14,7 @@ from logit_lineage.formats.dense_dump import DenseDump, DenseEntry, write_dense_
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import LogitsShard, build_table, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.data import Row
 
 VOCAB = 90

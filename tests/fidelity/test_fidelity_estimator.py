@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from logit_lineage.distill.compress import RandomNoise, compress_rows
 from logit_lineage.fidelity.fidelity import (
     estimate_expectation,
     log_softmax,
@@ -17,6 +16,7 @@ from logit_lineage.fidelity.fidelity import (
     token_metrics,
     top_k_only_expectation,
 )
+from logit_lineage.teacher.compress import RandomNoise, compress_rows
 
 VOCAB, TOP_P, CAP, K, SEEDS = 600, 0.9, 40, 8, 3000
 

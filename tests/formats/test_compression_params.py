@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from conftest import REPO
 from logit_lineage.common.errors import LineageError
 from logit_lineage.common.schema import coerce_strings, fill_defaults, load_schema, schema_defaults
-from logit_lineage.distill.compress import RandomNoise, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings
 from logit_lineage.formats.logits import build_table, read_metadata, storage, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.online import compressed_records, shard_params
+from logit_lineage.teacher.compress import RandomNoise, compress_rows
 
 
 def test_fields_are_the_shared_schema_definition():

@@ -16,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.compress import RandomNoise, compress_rows
 from logit_lineage.formats import codes
 from logit_lineage.formats.logits import (
     SCHEMA,
@@ -27,6 +26,7 @@ from logit_lineage.formats.logits import (
     storage,
     write_logits_parquet,
 )
+from logit_lineage.teacher.compress import RandomNoise, compress_rows
 
 PARAMS = {"vocab_size": 5000, "index_high_bits": 0, "top_p": 0.9, "top_p_max_elements": 20, "sampled_n": 8,
           "seed": 7}

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.formats import codes
 from logit_lineage.formats.logits import DecodedExample
 from logit_lineage.kd import dense_kd_loss, kd_loss
 from logit_lineage.kd.online import compressed_records, extraction_defaults
 from logit_lineage.kd.targets import collate_targets, example_targets
+from logit_lineage.teacher.compress import BlockNoise, compress_rows
 
 NODES, WEIGHTS = np.polynomial.legendre.leggauss(8)
 NODES, WEIGHTS = NODES / 2, WEIGHTS / 2  # on [−1/2, 1/2], summing to 1

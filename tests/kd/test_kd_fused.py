@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from logit_lineage.distill.compress import RandomNoise, compress_rows
 from logit_lineage.kd import (
     hard_label_loss,
     hard_label_loss_from_hidden,
@@ -25,6 +24,7 @@ from logit_lineage.kd import (
     targets_from_compressed,
 )
 from logit_lineage.kd.losses import ESTIMATORS, KINDS
+from logit_lineage.teacher.compress import RandomNoise, compress_rows
 
 COMBOS = list(itertools.product(KINDS, ESTIMATORS, (1.0, 2.0)))
 

@@ -12,7 +12,6 @@ import torch
 from logit_lineage.common.errors import LineageError
 from logit_lineage.demo.conversations import make_dataset
 from logit_lineage.demo.teacher import CHAT_TEMPLATE, train_tokenizer
-from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import ExampleRecord, LogitsShard, build_table, write_logits_parquet
 from logit_lineage.formats.reader import estimate_expectation, token_distributions
@@ -26,6 +25,7 @@ from logit_lineage.kd import (
     tokenizer_fingerprint,
 )
 from logit_lineage.teacher.chat import MaskOptions, tokenize_conversation
+from logit_lineage.teacher.compress import BlockNoise, compress_rows
 
 SEED = 1337
 TOP_P, CAP, K = 0.98, 100, 24

@@ -14,10 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logit_lineage.distill.compress import RandomNoise, Workspace, compress_rows
 from logit_lineage.formats.tail import log_inclusion
 from logit_lineage.kd import dense_kd_loss, hard_label_loss, kd_loss, targets_from_compressed
 from logit_lineage.kd.targets import collate_targets
+from logit_lineage.teacher.compress import RandomNoise, Workspace, compress_rows
 
 TOP_P, CAP, K = 0.98, 100, 24
 KINDS = ("ce", "forward_kl", "reverse_kl")

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from conftest import REPO, subprocess_env
 from logit_lineage.common.schema import schema_defaults
-from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
 from logit_lineage.formats.logits import LogitsShard, build_table, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd import CompressedLogitsDataset, SparseTargets, compressed_records, shard_params, sparse_targets
+from logit_lineage.teacher.compress import BlockNoise, compress_rows
 from logit_lineage.teacher.data import Row
 
 VOCAB, HIDDEN_LEN = 3000, 150

@@ -18,7 +18,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from hubserver.fixtures import hub_env, hub_server, hub_token  # noqa: F401
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.compress import BlockNoise, compress_rows
 from logit_lineage.distill.extract import ExtractionSettings, StopFlag, extract_shard
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd import CompressedLogitsDataset, KDDataCollator, KDTrainer, dense_kd_loss, hard_label_loss, kd_loss
@@ -26,6 +25,7 @@ from logit_lineage.kd.losses import ESTIMATORS, KINDS
 from logit_lineage.kd.targets import targets_from_compressed
 from logit_lineage.kd.trainer import as_ordered_dataset
 from logit_lineage.student.model import kept_layers, load_student, pruned_student, save_student
+from logit_lineage.teacher.compress import BlockNoise, compress_rows
 from logit_lineage.teacher.data import Row
 from test_student_units import VOCAB, tiny_teacher
 

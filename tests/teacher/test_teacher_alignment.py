@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.formats.params import CompressionParams
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
 

@@ -14,13 +14,13 @@ import torch
 
 from conftest import run_snakemake
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.compress import Workspace
 from logit_lineage.distill.extract import ExtractionSettings, compress_batch
 from logit_lineage.distill.inputs import tokenize_row
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import build_table, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.chat import MaskOptions
+from logit_lineage.teacher.compress import Workspace
 from logit_lineage.teacher.data import Row, load_conversations
 from logit_lineage.teacher.load import balanced_device_map, head_with_inputs, load_teacher, load_tokenizer
 from logit_lineage.teacher.source import resolve_teacher

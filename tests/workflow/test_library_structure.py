@@ -15,14 +15,6 @@ from conftest import REPO
 PKG = REPO / "scripts" / "logit_lineage"
 CHAINS = ("demo", "distill", "hub", "experts", "sortgrid", "fidelity", "student")
 
-# Imports the layer rules below would refuse, each kept on purpose: (importer, imported): why.
-ALLOWED = {
-    ("logit_lineage.kd.online", "logit_lineage.distill.compress"):
-        "online distillation compresses a live teacher's rows with extraction's own codec, so its "
-        "targets equal a written shard's bit for bit; the codec (torch) has no home below kd yet",
-}
-
-
 def module_name(path: Path) -> str:
     rel = path.relative_to(PKG.parent).with_suffix("")
     parts = list(rel.parts)
@@ -93,10 +85,10 @@ def layer(mod: str) -> str:
 
 def imports_across(importer: str, edges: dict[str, set[str]]) -> list[tuple[str, str]]:
     """(module, imported module) for the imports of layer `importer`'s modules from other
-    layers, less the ALLOWED ones; the layer must have modules (no rule passes vacuously)."""
+    layers; the layer must have modules (no rule passes vacuously)."""
     mods = [m for m in edges if layer(m) == importer]
     assert mods, f"no logit_lineage.{importer} package"
-    return sorted((m, d) for m in mods for d in edges[m] if layer(d) != importer and (m, d) not in ALLOWED)
+    return sorted((m, d) for m in mods for d in edges[m] if layer(d) != importer)
 
 
 def check_layer(importer: str, may_import: set[str], edges: dict[str, set[str]]) -> list[str]:
@@ -123,13 +115,6 @@ def test_formats_import_no_chain_kd_teacher_or_cli():
     bad = [f"{m} -> {d}" for m, d in imports_across("formats", graph())
            if layer(d) in CHAINS + ("kd", "teacher", "cli")]
     assert not bad, f"formats imports chain, kd, teacher or cli modules: {bad}"
-
-
-def test_allowed_imports_still_exist():
-    """An allowance whose import is gone is dropped, so it cannot cover a new one."""
-    edges = graph()
-    stale = [f"{m} -> {d}" for m, d in ALLOWED if d not in edges.get(m, ())]
-    assert not stale, f"ALLOWED lists imports that no longer exist: {stale}"
 
 
 def test_reader_imports_numpy_and_pyarrow_only():

@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from logit_lineage.common.errors import LineageError
-from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.formats.logits import ExampleRecord, build_table, records_from_rows, write_logits_parquet
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.teacher.batching import plan_batches
+from logit_lineage.teacher.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.teacher.data import Row
 from logit_lineage.teacher.load import decoder_hidden, head_logits
 

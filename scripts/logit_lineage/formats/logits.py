@@ -120,7 +120,7 @@ ROW_FIELDS = ("top_counts", "top_ids", "top_logits", "sampled_counts", "sampled_
 
 def records_from_rows(rows: dict[str, np.ndarray], indices, positions, token_ids) -> list[ExampleRecord]:
     """Per-example records from per-token compressed rows: `rows` holds the fields of
-    `distill.compress.Compressed` as numpy arrays (`ROW_FIELDS`), one row per kept token,
+    `teacher.compress.Compressed` as numpy arrays (`ROW_FIELDS`), one row per kept token,
     the examples' tokens one example after the other; `indices`, `positions` and
     `token_ids` give, per example, its index, its kept positions t and the tokens there
     (their lengths split the rows). Padding of the [rows, cap] / [rows, k] columns beyond

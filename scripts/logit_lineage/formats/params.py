@@ -5,7 +5,7 @@ Its field names are the config keys (the `compression` definition in
 workflow/schemas/defs.yaml, shared by the distill section and the entries of
 student.formats) and the keys a shard's metadata holds (docs/FORMAT.md): the format
 version under its own metadata key, the rest in the params JSON. The sampler
-(`logit_lineage.distill.compress.compress_rows`) names two of them as in its maths:
+(`logit_lineage.teacher.compress.compress_rows`) names two of them as in its maths:
 `cap` = top_p_max_elements, `k` = sampled_n.
 """
 from __future__ import annotations

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from logit_lineage.common.schema import schema_defaults
-from logit_lineage.distill.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 from logit_lineage.formats.indices import high_bits_for_vocab
 from logit_lineage.formats.logits import (
     ROW_FIELDS,
@@ -30,6 +29,7 @@ from logit_lineage.formats.logits import (
 )
 from logit_lineage.formats.params import CompressionParams
 from logit_lineage.kd.targets import SparseTargets, collate_targets, example_targets
+from logit_lineage.teacher.compress import NOISE_BLOCK, BlockNoise, Compressed, Workspace, compress_rows
 
 ROWS_PER_CHUNK = 1 << 22  # logits per compression step (as extraction on CPU): bounds the [rows, V] buffers
 

@@ -224,7 +224,7 @@ def _steps(examples: list[dict], tok_ok: np.ndarray) -> dict:
 
 def targets_from_compressed(c, positions: torch.Tensor | None = None, token_ids: torch.Tensor | None = None,
                             vocab_size: int | None = None) -> SparseTargets:
-    """`SparseTargets` [1, m] straight from `distill.compress.compress_rows` output (no file, no
+    """`SparseTargets` [1, m] straight from `teacher.compress.compress_rows` output (no file, no
     quantization): for tests, benchmarks and on-the-fly distillation."""
     lse = c.logsumexp.double().cpu().numpy()
     tc, sc = c.top_counts.cpu().numpy(), c.sampled_counts.cpu().numpy()

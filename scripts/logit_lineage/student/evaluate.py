@@ -11,7 +11,8 @@ tokens come along as references (KL = CE to the teacher's distribution − its e
 With `nucleus=(top_p, max_elements)` (the shards' compression), the KL is also split where
 renormalised top-k targets differ from the teacher: `kl_beyond_nucleus` sums p_v (log p_v −
 log s_v) over the ids outside the teacher's nucleus (the fewest top ids whose mass reaches
-top_p, at most max_elements: what the extraction stores as the nucleus and what `topk` keeps),
+top_p, at most max_elements: `teacher.compress.nucleus_mask`, the extraction's own rule, so
+exactly what the shards store as the nucleus and what `topk` keeps),
 the rest of the KL is inside it; `teacher_mass_beyond_nucleus` and
 `student_mass_beyond_nucleus` are the probability each puts there. A student trained on the
 renormalised nucleus learns to put no mass beyond it, and pays for that in this part.
@@ -22,14 +23,7 @@ import torch
 
 from logit_lineage.common.errors import LineageError
 from logit_lineage.student.forward import make_batch, rows_logits, teacher_rows_logits
-
-
-def nucleus_mask(probs: torch.Tensor, top_p: float, max_elements: int) -> torch.Tensor:
-    """[rows, V] bool: each row's nucleus, the fewest top ids whose mass reaches top_p, at
-    most max_elements (an id is in when the mass ranked above it is below top_p)."""
-    vals, ids = probs.topk(min(max_elements, probs.shape[-1]), dim=-1)
-    keep = (vals.cumsum(-1) - vals) < top_p
-    return torch.zeros_like(probs, dtype=torch.bool).scatter_(1, ids, keep)
+from logit_lineage.teacher.compress import nucleus_mask
 
 
 @torch.no_grad()
@@ -54,7 +48,7 @@ def evaluate_heldout(student, teacher, items: list[dict], *, batch_size: int, pa
         term = pt * (lt - ls)
         sums["kl_to_teacher"] += float(term.sum())
         if nucleus is not None:
-            inside = nucleus_mask(pt, *nucleus)
+            inside = nucleus_mask(lt, *nucleus)
             sums["kl_beyond_nucleus"] += float(term.masked_fill(inside, 0.0).sum())
             sums["teacher_mass_beyond_nucleus"] += float(pt.masked_fill(inside, 0.0).sum())
             sums["student_mass_beyond_nucleus"] += float(ls.exp().masked_fill(inside, 0.0).sum())

@@ -10,7 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logit_lineage.distill.compress import BlockNoise, RandomNoise, block_seed, compress_rows, reference_compress_row
+from logit_lineage.teacher.compress import (
+    BlockNoise,
+    RandomNoise,
+    block_seed,
+    compress_rows,
+    nucleus_mask,
+    reference_compress_row,
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -189,3 +196,22 @@ def test_rows_compress_the_same_in_any_chunking():
     for name in whole.__dataclass_fields__:
         joined = torch.cat([getattr(head, name), getattr(tail, name)])
         assert torch.equal(getattr(whole, name), joined), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), top_p=st.floats(0.05, 0.999), cap=st.integers(1, 80),
+       sharpness=st.floats(0.1, 8.0))
+def test_nucleus_mask_is_the_stored_nucleus(seed, top_p, cap, sharpness):
+    """`nucleus_mask` (the evaluation's split of the KL) marks the nucleus the extraction stores:
+    its full-vocabulary reference, and the ids `compress_rows` writes."""
+    vocab = 64
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(5, vocab, generator=gen) * sharpness
+    mask = nucleus_mask(torch.log_softmax(logits.double(), -1), top_p, cap)
+    c = compress_rows(logits, RandomNoise(5, gen), top_p=top_p, cap=cap, k=4)
+    for row in range(logits.shape[0]):
+        nucleus, _, _ = reference_compress_row(logits[row], torch.rand(vocab, generator=gen, dtype=torch.float64),
+                                               top_p=top_p, cap=cap, k=4)
+        marked = set(mask[row].nonzero().flatten().tolist())
+        assert marked == set(nucleus.tolist())
+        assert marked == set(c.top_ids[row, : int(c.top_counts[row])].tolist())

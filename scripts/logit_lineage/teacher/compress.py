@@ -154,15 +154,24 @@ class Workspace:
         return buf[:rows]
 
 
-def _nucleus_counts(vals: torch.Tensor, lse: torch.Tensor, top_p: float, cap: int):
-    """Nucleus sizes from sorted top values [r, n]: (counts, known) — unknown where the
-    first min(cap, n) ranks neither reach top_p nor hit the cap."""
+def nucleus_counts(vals: torch.Tensor, lse: torch.Tensor, top_p: float, cap: int):
+    """Nucleus sizes from sorted top values [r, n] of rows whose logsumexp is `lse` [r]:
+    the fewest top ranks whose mass reaches top_p, at most cap. Returns (counts, known),
+    unknown where the first min(cap, n) ranks neither reach top_p nor hit the cap."""
     lim = min(cap, vals.shape[1])
     reach = torch.cumsum(torch.exp(vals[:, :lim].double() - lse[:, None]), dim=-1) >= top_p
     hit = reach.any(-1)
     counts = torch.where(hit, reach.to(torch.int8).argmax(-1) + 1, torch.full_like(lse, cap, dtype=torch.long))
     known = hit | (lim == cap)
     return counts.long(), known
+
+
+def nucleus_mask(logprobs: torch.Tensor, top_p: float, cap: int) -> torch.Tensor:
+    """[r, V] bool: each row's nucleus as `compress_rows` keeps it, from log-probabilities."""
+    vals, ids = logprobs.topk(min(cap, logprobs.shape[-1]), dim=-1)
+    counts, _ = nucleus_counts(vals, torch.zeros(vals.shape[0], dtype=torch.float64, device=vals.device), top_p, cap)
+    keep = torch.arange(vals.shape[1], device=vals.device)[None, :] < counts[:, None]
+    return torch.zeros_like(logprobs, dtype=torch.bool).scatter_(1, ids, keep)
 
 
 def _tail_max(vals: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -195,7 +204,7 @@ def compress_rows(
     w = ws.get("w", m, vocab, torch.float64, dev)
     w.copy_(logits).sub_(rowmax).exp_()  # float64 from here: sum and cumsum cast nothing
     lse = rowmax.squeeze(1).double() + torch.log(w.sum(-1))
-    counts, known = _nucleus_counts(vals[:, : max(1, n1 - 1)] if n1 < vocab else vals, lse, top_p, cap)
+    counts, known = nucleus_counts(vals[:, : max(1, n1 - 1)] if n1 < vocab else vals, lse, top_p, cap)
     top_ids = torch.zeros((m, cap), dtype=torch.int64, device=dev)
     top_logits = torch.zeros((m, cap), dtype=torch.float32, device=dev)
     lim = min(cap, n1)
@@ -205,7 +214,7 @@ def compress_rows(
     wide = (~known).nonzero().squeeze(1)
     if wide.numel():  # nuclei wider than the first pass: top-(cap + 1) for those rows only
         vals2, ids2 = torch.topk(logits[wide], min(vocab, cap + 1), dim=-1)
-        c2, _ = _nucleus_counts(vals2, lse[wide], top_p, cap)
+        c2, _ = nucleus_counts(vals2, lse[wide], top_p, cap)
         counts[wide] = c2
         top_ids[wide] = ids2[:, :cap]
         top_logits[wide] = vals2[:, :cap]
