@@ -1,6 +1,7 @@
 # logit-lineage: one file DAG for compressed teacher logits, the students trained on
 # them, long-tail experts, sort-grid checkpoints and dense logit dumps. Only config loading, validation,
-# includes and `rule all` live here; every stage is a file in workflow/rules/.
+# includes, `rule all` and the garbage collector's freeze live here; every stage is a file in workflow/rules/.
+import gc
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -30,3 +31,11 @@ rule all:
     input:
         [str(target) for target in ALL_TARGETS],
     localrule: True
+
+
+# Everything made while parsing (Snakemake's own modules, the validated config, the rules)
+# lives as long as the run. Frozen, Python's cyclic garbage collector stops walking it again
+# at every full collection while the DAG is built: a dry run at 1,000 shards takes about 13 %
+# less CPU (docs/RESULTS.md). Frozen objects are only exempt from the collector: one that
+# becomes garbage later stays in memory until snakemake exits.
+gc.freeze()

@@ -221,6 +221,12 @@ def shard_spec(jobs: list[dict], n_shards: int) -> dict:
             "gathered": round(figures["gathered_edges_per_shard"])}
 
 
+# The workflow's Snakefile ends with gc.freeze() (what parsing made is exempt from the
+# collector's full collections); every file measured beside it does the same, so the ratios
+# compare the workflows, not the collector's settings.
+GC_FREEZE = "\n\nimport gc\n\ngc.freeze()\n"
+
+
 def bare_snakefile(spec: dict, kind: str = "bare") -> tuple[str, int]:
     """A Snakefile with the workflow's per-shard jobs (`spec`, from shard_spec) and its fixed
     job count; returns the text and how many filler jobs it needs (config `extra`).
@@ -284,7 +290,7 @@ def bare_snakefile(spec: dict, kind: str = "bare") -> tuple[str, int]:
     lines += ["", "rule extra:", '    input: "plan.txt"', '    output: "extra/{i}.txt"',
               *directive_lines("extra", "{i}", True), '    shell: "touch {output}"']
     fixed_jobs = 2 + n_fixed_files + lists  # all, plan, the fixed files, the lists
-    return "\n".join(lines) + "\n", spec["fixed_jobs"] - fixed_jobs
+    return "\n".join(lines) + "\n" + GC_FREEZE, spec["fixed_jobs"] - fixed_jobs
 
 
 def bare_dry_run(n_shards: int, spec: dict, workdir: Path, kind: str = "bare") -> dict:
@@ -439,7 +445,7 @@ def mirror_dry_run(n_shards: int, jobs: int, workdir: Path) -> dict:
     """The mirror Snakefile with `jobs` jobs in all, dry run."""
     workdir.mkdir(parents=True, exist_ok=True)
     snakefile = workdir / "Snakefile"
-    snakefile.write_text(MIRROR_SNAKEFILE)
+    snakefile.write_text(MIRROR_SNAKEFILE + GC_FREEZE)
     extra = max(jobs - 6 * n_shards - MIRROR_FIXED_JOBS, 1)
     return dry_run(n_shards, workdir, snakefile=snakefile, config=[
         f"shards={n_shards}", f"extra={extra}", f"env={REPO / 'envs' / 'distill.yaml'}",

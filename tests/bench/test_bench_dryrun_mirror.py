@@ -70,3 +70,14 @@ def test_parse_listing_reads_jobs_and_per_shard_edges():
     assert jobs[0]["benchmark"] == "b/1.tsv" and jobs[1]["benchmark"] is None
     fig = bench_dryrun.per_shard_figures(jobs, 2)
     assert fig["jobs_per_shard"] == 1 and fig["own_edges_per_shard"] == 1 and fig["gathered_edges_per_shard"] == 1.5
+
+
+def test_every_measured_file_freezes_the_collector_as_the_workflow_does():
+    # A freeze on one side only would put the collector's settings into the ratio.
+    assert (bench_dryrun.REPO / "Snakefile").read_text().rstrip().endswith("gc.freeze()")
+    spec = {"rules": {"step": {"per_shard": 1, "fixed": 1, "shard": 0, "outputs": 1, "benchmark": False}},
+            "fixed_jobs": 4, "gathered": 1}
+    for kind in ("bare", "edges", "directives"):
+        text, _ = bench_dryrun.bare_snakefile(spec, kind)
+        assert text.rstrip().endswith("gc.freeze()"), kind
+    assert bench_dryrun.GC_FREEZE.strip().endswith("gc.freeze()")
