@@ -437,7 +437,7 @@ rule extra:
     conda: ENV
     resources: mem_mb=1000, runtime=5
     shell: "touch {output}"
-"""
+""" + GC_FREEZE
 MIRROR_FIXED_JOBS = 21  # jobs besides the six per shard and the fillers (with at least one filler)
 
 
@@ -445,7 +445,7 @@ def mirror_dry_run(n_shards: int, jobs: int, workdir: Path) -> dict:
     """The mirror Snakefile with `jobs` jobs in all, dry run."""
     workdir.mkdir(parents=True, exist_ok=True)
     snakefile = workdir / "Snakefile"
-    snakefile.write_text(MIRROR_SNAKEFILE + GC_FREEZE)
+    snakefile.write_text(MIRROR_SNAKEFILE)
     extra = max(jobs - 6 * n_shards - MIRROR_FIXED_JOBS, 1)
     return dry_run(n_shards, workdir, snakefile=snakefile, config=[
         f"shards={n_shards}", f"extra={extra}", f"env={REPO / 'envs' / 'distill.yaml'}",

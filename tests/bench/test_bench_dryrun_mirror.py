@@ -80,4 +80,4 @@ def test_every_measured_file_freezes_the_collector_as_the_workflow_does():
     for kind in ("bare", "edges", "directives"):
         text, _ = bench_dryrun.bare_snakefile(spec, kind)
         assert text.rstrip().endswith("gc.freeze()"), kind
-    assert bench_dryrun.GC_FREEZE.strip().endswith("gc.freeze()")
+    assert bench_dryrun.MIRROR_SNAKEFILE.rstrip().endswith("gc.freeze()")
